@@ -1,0 +1,129 @@
+"""Reading checkpoints safely and loading them into a PVT with loud mismatches.
+
+Every checkpoint read of mmpvt goes through :func:`load_file`, which keeps torch's
+``weights_only=True`` unpickler and allow-lists exactly the extra types that
+mmengine's own checkpoints carry (:data:`MMENGINE_SAFE_GLOBALS`).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from mmengine.logging import HistoryBuffer, print_log
+from torch import nn
+
+#: Types an mmengine-saved checkpoint holds beyond tensors and builtins: the
+#: message hub's ``HistoryBuffer`` and numpy scalars/arrays in ``meta``.
+MMENGINE_SAFE_GLOBALS: list[Any] = [
+    HistoryBuffer,
+    np.dtype,
+    np.ndarray,
+    np._core.multiarray.scalar,
+    np._core.multiarray._reconstruct,
+    *{type(np.dtype(name)) for name in ('float64', 'float32', 'float16', 'int64', 'int32', 'bool', 'uint8')},
+]
+
+
+def allow_mmengine_checkpoints() -> None:
+    """Add :data:`MMENGINE_SAFE_GLOBALS` to torch's safe globals for plain ``torch.load`` calls.
+
+    mmengine 0.10 calls ``torch.load`` without ``weights_only``; torch >= 2.6 then
+    uses the safe unpickler, which refuses mmengine's own ``meta``. The tools call
+    this once at start-up instead of turning safe loading off.
+    """
+    torch.serialization.add_safe_globals(MMENGINE_SAFE_GLOBALS)
+
+
+def load_file(path: str | os.PathLike[str], map_location: str | torch.device = 'cpu') -> Any:
+    """Read a checkpoint with the safe unpickler; clear errors for missing or broken files."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'checkpoint file not found: {path}')
+    try:
+        with torch.serialization.safe_globals(MMENGINE_SAFE_GLOBALS):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f'refusing to load {path}: it holds objects outside the weights-only allow-list '
+            f'(tensors, builtins and the types mmengine checkpoints carry): {err}'
+        ) from err
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+        raise ValueError(f'cannot read checkpoint {path}: the file is truncated or corrupt ({err})') from err
+
+
+def extract_state_dict(checkpoint: Any, source: str = 'checkpoint') -> dict[str, torch.Tensor]:
+    """The state dict inside a checkpoint: bare, or under ``state_dict`` or ``model``."""
+    if not isinstance(checkpoint, Mapping):
+        raise ValueError(f'{source} holds a {type(checkpoint).__name__}, expected a state dict (a mapping)')
+    for key in ('state_dict', 'model'):
+        if key in checkpoint and isinstance(checkpoint[key], Mapping):
+            checkpoint = checkpoint[key]
+            break
+    state_dict = {k: v for k, v in checkpoint.items() if isinstance(v, torch.Tensor)}
+    if not state_dict:
+        raise ValueError(f'{source} holds no tensors; expected a state dict of a PVT model')
+    return state_dict
+
+
+def load_pretrained(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    prefix: str | None = None,
+    min_match: float = 0.5,
+) -> tuple[list[str], list[str]]:
+    """Load a checkpoint file into ``model``, converting known PVT layouts.
+
+    Args:
+        model: the PVT to load into.
+        path: checkpoint file (official, mmdet or mmpvt layout; bare or wrapped).
+        prefix: keep only keys under this prefix (e.g. ``'backbone.'``), stripped.
+        min_match: fraction of the model's keys that must be found, else ValueError.
+
+    Returns:
+        The missing and unexpected keys, which are also logged by name.
+    """
+    from .convert import convert_state_dict
+
+    source = os.fspath(path)
+    state_dict = extract_state_dict(load_file(source), source)
+    if prefix:
+        state_dict = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    state_dict = convert_state_dict(state_dict, model)
+    return load_converted(model, state_dict, source=source, min_match=min_match)
+
+
+def load_converted(
+    model: nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    source: str,
+    min_match: float = 0.5,
+) -> tuple[list[str], list[str]]:
+    """Load an mmpvt-layout state dict; log mismatches; error if it matches almost nothing."""
+    own = model.state_dict()
+    shape_mismatch = [
+        f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
+        for k, v in state_dict.items()
+        if k in own and v.shape != own[k].shape
+    ]
+    matched = [k for k, v in state_dict.items() if k in own and v.shape == own[k].shape]
+    if len(matched) < min_match * len(own) or shape_mismatch:
+        detail = '; '.join(shape_mismatch[:5]) or f"only {len(matched)} of the model's {len(own)} keys found"
+        raise ValueError(
+            f'{source} does not fit this {type(model).__name__}: {detail}. '
+            'Is it a checkpoint of another model or another PVT variant?'
+        )
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    print_log(f'loaded {len(matched)}/{len(own)} tensors from {source}', logger='current')
+    if missing:
+        print_log(f'missing keys (left as initialised): {", ".join(missing)}', logger='current', level=30)
+    if unexpected:
+        print_log(f'unexpected keys (ignored): {", ".join(unexpected)}', logger='current', level=30)
+    return list(missing), list(unexpected)

@@ -1,0 +1,142 @@
+"""The PVT backbone: shapes against the declared feature info, gradients, checkpointing, freezing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mmpvt import PVT, PyramidVisionTransformer
+
+V1_ARCHS = ['tiny', 'small', 'medium', 'large']
+UNEVEN_SIZES = [(33, 33), (112, 137), (64, 96)]
+
+
+def build(arch: str, **kwargs) -> PVT:
+    torch.manual_seed(0)
+    return PVT(arch, drop_path_rate=0.0, **kwargs)
+
+
+def assert_pyramid(model: PVT, image_hw: tuple[int, int], outs: tuple[torch.Tensor, ...]) -> None:
+    assert len(outs) == len(model.out_indices)
+    shapes = model.stage_shapes(image_hw)
+    for out, i, channels, stride in zip(outs, model.out_indices, model.out_channels, model.out_strides):
+        assert out.shape == (1, channels, *shapes[i])
+        # The floor of a stride-s map: ⌊H / s⌋ for v1's non-overlapping patches.
+        assert out.shape[2:] == (image_hw[0] // stride, image_hw[1] // stride)
+        assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize('arch', V1_ARCHS)
+@pytest.mark.parametrize('image_hw', UNEVEN_SIZES)
+def test_outputs_match_declared_feature_info(arch: str, image_hw: tuple[int, int]) -> None:
+    model = build(arch).eval()
+    assert model.out_channels == (64, 128, 320, 512)
+    assert model.out_strides == (4, 8, 16, 32)
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, *image_hw))
+    assert_pyramid(model, image_hw, outs)
+
+
+def test_detection_size_tiny() -> None:
+    model = build('tiny').eval()
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, 800, 1333))
+    assert_pyramid(model, (800, 1333), outs)
+    assert [tuple(o.shape[2:]) for o in outs] == [(200, 333), (100, 166), (50, 83), (25, 41)]
+
+
+def test_smallest_input_is_the_total_stride() -> None:
+    model = build('tiny').eval()
+    assert model.min_input_size == 32
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, 32, 32))
+    assert [tuple(o.shape[2:]) for o in outs] == [(8, 8), (4, 4), (2, 2), (1, 1)]
+    # 31×31 leaves a 7×7 stage-1 map, below its sr_ratio 8: a clear error, not a crash deep inside.
+    with pytest.raises(ValueError, match=r'31×31 pixels is too small.*at least 32'):
+        model(torch.randn(1, 3, 31, 31))
+
+
+@pytest.mark.parametrize('arch', V1_ARCHS)
+def test_every_parameter_gets_a_gradient(arch: str) -> None:
+    model = build(arch).train()
+    outs = model(torch.randn(2, 3, 64, 64))
+    sum(o.square().mean() for o in outs).backward()
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not no_grad, f'parameters without gradient: {no_grad}'
+
+
+@pytest.mark.parametrize('arch', ['tiny', 'small'])
+def test_checkpointing_gives_the_same_outputs_and_gradients(arch: str) -> None:
+    x = torch.randn(1, 3, 64, 80)
+    results = []
+    for with_cp in (False, True):
+        model = build(arch, with_cp=with_cp).train()
+        assert model.with_cp is with_cp
+        outs = model(x)
+        sum(o.sum() for o in outs).backward()
+        results.append((outs, {n: p.grad for n, p in model.named_parameters()}))
+    (outs_a, grads_a), (outs_b, grads_b) = results
+    for a, b in zip(outs_a, outs_b):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert grads_a.keys() == grads_b.keys()
+    for name in grads_a:
+        torch.testing.assert_close(grads_a[name], grads_b[name], atol=1e-4, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize('frozen_stages', [0, 1, 2, 4])
+def test_frozen_stages_stay_frozen(frozen_stages: int) -> None:
+    model = build('tiny', frozen_stages=frozen_stages)
+    model.train()
+    frozen = [model.stages[0].patch_embed] if frozen_stages == 0 else list(model.stages[:frozen_stages])
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    for module in frozen:
+        assert not module.training
+        assert all(not p.requires_grad for p in module.parameters())
+    assert all(m.training for m in model.stages[max(frozen_stages, 1) :])
+    if frozen_stages < 4:
+        outs = model(torch.randn(1, 3, 64, 64))
+        sum(o.sum() for o in outs).backward()
+        assert all(p.grad is None for m in frozen for p in m.parameters())
+        assert all(dict(model.named_parameters())[n].grad is not None for n in trainable)
+    else:
+        assert trainable == []
+
+
+def test_out_indices_select_and_order_the_outputs() -> None:
+    model = build('tiny', out_indices=(1, 3)).eval()
+    assert model.out_channels == (128, 512)
+    assert model.out_strides == (8, 32)
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, 64, 64))
+    assert [o.shape[1] for o in outs] == [128, 512]
+
+
+def test_explicit_tuples_build_the_same_model_as_the_arch_name() -> None:
+    torch.manual_seed(0)
+    named = PyramidVisionTransformer.from_arch('small')
+    torch.manual_seed(0)
+    explicit = PyramidVisionTransformer(
+        depths=(3, 4, 6, 3),
+        embed_dims=(64, 128, 320, 512),
+        num_heads=(1, 2, 5, 8),
+        mlp_ratios=(8, 8, 4, 4),
+        sr_ratios=(8, 4, 2, 1),
+        patch_sizes=(4, 2, 2, 2),
+    )
+    sd_a, sd_b = named.state_dict(), explicit.state_dict()
+    assert sd_a.keys() == sd_b.keys()
+    assert all(torch.equal(sd_a[k], sd_b[k]) for k in sd_a)
+
+
+def test_resized_position_embeddings_are_cached_only_outside_autograd() -> None:
+    model = build('tiny').eval()
+    stage = model.stages[0]
+    with torch.no_grad():
+        first = stage.resized_pos_embed((10, 12))
+        assert stage.resized_pos_embed((10, 12)) is first
+        stage.pos_embed.add_(1.0)  # an optimizer step: the cache must not serve stale values
+        updated = stage.resized_pos_embed((10, 12))
+    torch.testing.assert_close(updated, first + 1.0)
+    tracked = stage.resized_pos_embed((10, 12))
+    assert tracked.requires_grad and tracked is not updated
+    assert stage.resized_pos_embed((56, 56)) is stage.pos_embed
