@@ -1,0 +1,5 @@
+"""Cost analysis: multiply-add counting that includes attention matrix products."""
+
+from .flops import MacCount, backbone_macs, count_macs
+
+__all__ = ['MacCount', 'backbone_macs', 'count_macs']
