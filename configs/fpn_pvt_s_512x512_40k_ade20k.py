@@ -1,0 +1,4 @@
+# The PVT-Tiny config (fpn_pvt_t_512x512_40k_ade20k.py) with a PVT-Small backbone.
+_base_ = './fpn_pvt_t_512x512_40k_ade20k.py'
+
+model = dict(backbone=dict(arch='small', init_cfg=dict(checkpoint='pretrained/pvt_small.pth')))
