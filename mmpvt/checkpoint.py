@@ -18,6 +18,8 @@ import torch
 from mmengine.logging import HistoryBuffer, print_log
 from torch import nn
 
+from .convert import convert_with_report
+
 #: Types an mmengine-saved checkpoint holds beyond tensors and builtins: the
 #: message hub's ``HistoryBuffer`` and numpy scalars/arrays in ``meta``.
 MMENGINE_SAFE_GLOBALS: list[Any] = [
@@ -76,9 +78,12 @@ def load_pretrained(
     path: str | os.PathLike[str],
     *,
     prefix: str | None = None,
-    min_match: float = 0.5,
+    min_match: float = 0.9,
 ) -> tuple[list[str], list[str]]:
     """Load a checkpoint file into ``model``, converting known PVT layouts.
+
+    The file is only read. A backbone found under a prefix (``backbone.`` of a whole
+    detector) is used on its own; see :func:`mmpvt.convert.convert_with_report`.
 
     Args:
         model: the PVT to load into.
@@ -89,13 +94,23 @@ def load_pretrained(
     Returns:
         The missing and unexpected keys, which are also logged by name.
     """
-    from .convert import convert_state_dict
-
     source = os.fspath(path)
     state_dict = extract_state_dict(load_file(source), source)
     if prefix:
         state_dict = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
-    state_dict = convert_state_dict(state_dict, model)
+        if not state_dict:
+            raise ValueError(f'{source} has no keys under the prefix {prefix!r}')
+    try:
+        state_dict, report = convert_with_report(state_dict, model)
+    except ValueError as err:
+        raise ValueError(f'cannot load {source}: {err}') from err
+    print_log(f'{source}: {report.layout} PVT layout under prefix {report.prefix!r}', logger='current')
+    if report.prefix:
+        state_dict = {k[len(report.prefix) :]: v for k, v in state_dict.items() if k.startswith(report.prefix)}
+    if report.dropped:
+        print_log(f'dropped (not part of a backbone): {", ".join(report.dropped)}', logger='current')
+    for key, old, new in report.resized:
+        print_log(f'resized {key} from {old} to {new} (bilinear)', logger='current')
     return load_converted(model, state_dict, source=source, min_match=min_match)
 
 
@@ -104,18 +119,25 @@ def load_converted(
     state_dict: Mapping[str, torch.Tensor],
     *,
     source: str,
-    min_match: float = 0.5,
+    min_match: float = 0.9,
 ) -> tuple[list[str], list[str]]:
-    """Load an mmpvt-layout state dict; log mismatches; error if it matches almost nothing."""
+    """Load an mmpvt-layout state dict; log mismatches; error if it does not fit the model.
+
+    It does not fit when a tensor's shape differs, when it holds parameters of the
+    model's own modules that the model lacks (a deeper variant), or when it provides
+    fewer than ``min_match`` of the model's keys.
+    """
     own = model.state_dict()
-    shape_mismatch = [
+    roots = {k.split('.', 1)[0] for k in own}
+    problems = [
         f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
         for k, v in state_dict.items()
         if k in own and v.shape != own[k].shape
     ]
+    problems += [f'{k} is not in the model' for k in state_dict if k not in own and k.split('.', 1)[0] in roots]
     matched = [k for k, v in state_dict.items() if k in own and v.shape == own[k].shape]
-    if len(matched) < min_match * len(own) or shape_mismatch:
-        detail = '; '.join(shape_mismatch[:5]) or f"only {len(matched)} of the model's {len(own)} keys found"
+    if len(matched) < min_match * len(own) or problems:
+        detail = '; '.join(problems[:5]) or f"only {len(matched)} of the model's {len(own)} keys found"
         raise ValueError(
             f'{source} does not fit this {type(model).__name__}: {detail}. '
             'Is it a checkpoint of another model or another PVT variant?'

@@ -1,0 +1,306 @@
+"""Checkpoint conversion and loading: layouts, round trips, position-embedding resizing, errors, CLI."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import hashlib
+import importlib.util
+import logging
+import re
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+import torch.nn.functional as F
+from mmengine.logging import MMLogger
+
+from mmpvt import PVT
+from mmpvt.checkpoint import load_pretrained
+from mmpvt.convert import convert_state_dict, convert_with_report
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Overwrite every parameter in place: LayerNorm scales around 1, the rest ~ 1/sqrt(fan-in)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            noise = torch.randn(param.shape, generator=gen)
+            if param.ndim == 1 and name.endswith('weight'):  # LayerNorm scales are the only 1-D weights
+                param.copy_(1 + 0.2 * noise)
+            elif param.ndim == 1:
+                param.copy_(0.1 * noise)
+            else:
+                param.copy_(noise / param[0].numel() ** 0.5)
+    return model
+
+
+def to_official(state_dict: dict[str, torch.Tensor], seed: int = 0) -> dict[str, torch.Tensor]:
+    """An mmpvt state dict in the official whai362/PVT layout (the inverse of mmpvt's converter).
+
+    ``stages.{i}.patch_embed.*`` -> ``patch_embed{i+1}.*``, ``stages.{i}.pos_embed`` ->
+    ``pos_embed{i+1}``, ``stages.{i}.blocks.{j}.*`` -> ``block{i+1}.{j}.*`` with ``mlp.dwconv``
+    -> ``mlp.dwconv.dwconv``, ``stages.{i}.norm.*`` -> ``norm{i+1}.*``. Like the release, it
+    adds a class-token entry in front of ``pos_embed4`` (49 -> 50) and the classifier's
+    ``cls_token``, ``norm.*`` and ``head.*``, all random (a backbone must drop them).
+    """
+    gen, out = torch.Generator().manual_seed(seed), {}
+    for key, value in state_dict.items():
+        stage, part, rest = re.fullmatch(r'stages\.(\d+)\.(patch_embed|pos_embed|blocks|norm)\.?(.*)', key).groups()
+        s = int(stage) + 1
+        new = {'patch_embed': f'patch_embed{s}.', 'pos_embed': f'pos_embed{s}', 'blocks': f'block{s}.'}
+        out[new.get(part, f'norm{s}.') + rest.replace('mlp.dwconv.', 'mlp.dwconv.dwconv.')] = value.clone()
+    dims = out['patch_embed4.proj.weight'].shape[0]
+    if 'pos_embed4' in out:
+        out['pos_embed4'] = torch.cat([torch.randn(1, 1, dims, generator=gen), out['pos_embed4']], dim=1)
+    out['cls_token'] = torch.randn(1, 1, dims, generator=gen)
+    out['norm.weight'], out['norm.bias'] = torch.randn(dims, generator=gen), torch.randn(dims, generator=gen)
+    out['head.weight'], out['head.bias'] = torch.randn(1000, dims, generator=gen), torch.randn(1000, generator=gen)
+    return out
+
+
+@functools.cache
+def _built(arch: str, pretrain_img_size: int = 224) -> PVT:
+    torch.manual_seed(123)
+    return PVT(arch, drop_path_rate=0.0, pretrain_img_size=pretrain_img_size).eval()
+
+
+def fresh_pvt(arch: str, *, pretrain_img_size: int = 224, init_cfg: dict | None = None) -> PVT:
+    """A default-initialised PVT (copied from a cache: building one runs seconds of trunc_normal_)."""
+    model = copy.deepcopy(_built(arch, pretrain_img_size))
+    model.init_cfg = init_cfg
+    return model
+
+
+def random_pvt(arch: str, seed: int = 0) -> PVT:
+    """A PVT whose every parameter is random (see :func:`randomize_`)."""
+    return randomize_(fresh_pvt(arch), seed)
+
+
+def assert_same_state(a: torch.nn.Module | dict, b: torch.nn.Module | dict) -> None:
+    sa = a if isinstance(a, dict) else a.state_dict()
+    sb = b if isinstance(b, dict) else b.state_dict()
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        assert torch.equal(sa[key], sb[key]), key
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# --- conversion as a pure function ------------------------------------------------------------
+
+
+@pytest.mark.parametrize('arch', ['tiny', 'b0', 'b2_li'])
+def test_official_layout_converts_exactly(arch: str) -> None:
+    model = random_pvt(arch)
+    official = to_official(model.state_dict())
+    before = {k: v.clone() for k, v in official.items()}
+    converted, report = convert_with_report(official)
+    assert report.layout == 'official' and report.prefix == ''
+    assert sorted(report.dropped) == ['cls_token', 'head.bias', 'head.weight', 'norm.bias', 'norm.weight']
+    assert report.kept == []
+    assert_same_state(converted, model)
+    assert_same_state(official, before)  # the input is not modified
+
+
+def test_official_v1_drops_the_class_token_entry_of_stage_4() -> None:
+    model = random_pvt('tiny')
+    official = to_official(model.state_dict())
+    assert official['pos_embed4'].shape == (1, 50, 512)
+    converted = convert_state_dict(official)
+    assert torch.equal(converted['stages.3.pos_embed'], official['pos_embed4'][:, 1:])
+    assert converted['stages.0.pos_embed'].shape == (1, 3136, 64)
+
+
+def test_mmpvt_layout_is_kept_and_prefixes_are_found() -> None:
+    state = random_pvt('b0').state_dict()
+    assert_same_state(convert_state_dict(state), state)
+    detector = {f'backbone.{k}': v for k, v in to_official(state).items()} | {'neck.conv.weight': torch.ones(2)}
+    converted, report = convert_with_report(detector)
+    assert (report.layout, report.prefix) == ('official', 'backbone.')
+    assert report.kept == ['neck.conv.weight']
+    assert_same_state(
+        {k: v for k, v in converted.items() if k.startswith('backbone.')},
+        {f'backbone.{k}': v for k, v in state.items()},
+    )
+
+
+def test_unknown_or_ambiguous_layouts_are_errors() -> None:
+    resnet = {'conv1.weight': torch.zeros(64, 3, 7, 7), 'layer1.0.conv1.weight': torch.zeros(64, 64, 1, 1)}
+    with pytest.raises(ValueError, match=r'no PVT checkpoint layout recognised.*conv1\.weight'):
+        convert_state_dict(resnet)
+    state = random_pvt('b0').state_dict()
+    two = {f'student.{k}': v for k, v in state.items()} | {f'teacher.{k}': v for k, v in state.items()}
+    with pytest.raises(ValueError, match=r"several PVT backbones.*'student\.'.*'teacher\.'"):
+        convert_state_dict(two)
+
+
+# --- loading files ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('wrap', ['bare', 'state_dict', 'model', 'backbone_prefix'])
+def test_mmpvt_checkpoint_round_trip(tmp_path: Path, wrap: str) -> None:
+    source = random_pvt('tiny')
+    state = source.state_dict()
+    saved = {
+        'bare': state,
+        'state_dict': {'meta': {'epoch': 3}, 'state_dict': state},
+        'model': {'model': state, 'epoch': 3},
+        'backbone_prefix': {'state_dict': {f'backbone.{k}': v for k, v in state.items()}},
+    }[wrap]
+    path = tmp_path / 'ckpt.pth'
+    torch.save(saved, path)
+    target = fresh_pvt('tiny', init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    assert not torch.equal(target.stages[0].pos_embed, source.stages[0].pos_embed)
+    target.init_weights()
+    assert_same_state(target, source)
+
+
+def test_init_cfg_loads_an_unconverted_official_file_and_leaves_it_alone(tmp_path: Path) -> None:
+    source = random_pvt('small')
+    path = tmp_path / 'pvt_small.pth'
+    torch.save(to_official(source.state_dict()), path)
+    digest_before, mtime_before = digest(path), path.stat().st_mtime_ns
+    target = fresh_pvt('small', init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    target.init_weights()
+    assert_same_state(target, source)
+    image = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        for a, b in zip(target(image), source(image)):
+            assert torch.equal(a, b)
+    assert digest(path) == digest_before and path.stat().st_mtime_ns == mtime_before
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_position_embeddings_are_resized_to_the_pretrain_grid(tmp_path: Path) -> None:
+    source = random_pvt('tiny')  # 224: grids 56, 28, 14, 7
+    path = tmp_path / 'pvt_tiny.pth'
+    torch.save(to_official(source.state_dict()), path)
+    target = fresh_pvt('tiny', pretrain_img_size=320)  # grids 80, 40, 20, 10
+    missing, unexpected = load_pretrained(target, path)
+    assert missing == [] and unexpected == []
+    for i, (old, new) in enumerate(zip((56, 28, 14, 7), (80, 40, 20, 10))):
+        grid = source.stages[i].pos_embed.reshape(1, old, old, -1).permute(0, 3, 1, 2)
+        expected = F.interpolate(grid, size=(new, new), mode='bilinear', align_corners=False)
+        assert torch.equal(target.stages[i].pos_embed, expected.flatten(2).transpose(1, 2))
+    # A 320×320 image: the source resizes its 224-grid embeddings at run time, the target stores them.
+    image = torch.randn(1, 3, 320, 320)
+    with torch.no_grad():
+        for a, b in zip(target(image), source(image)):
+            assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(
+    ('saved_arch', 'model_arch', 'message'),
+    [
+        ('small', 'tiny', r'stages\.0\.blocks\.2\.norm1\.weight is not in the model'),
+        ('tiny', 'small', r"only 156 of the model's 296 keys found"),
+        ('tiny', 'b1', r'stages\.0\.patch_embed\.proj\.weight: checkpoint \(64, 3, 4, 4\) vs model \(64, 3, 7, 7\)'),
+        ('b2', 'b2_li', r'stages\.0\.blocks\.0\.attn\.sr\.weight: checkpoint \(64, 64, 8, 8\) vs model'),
+        ('b2', 'small', r'stages\.0\.patch_embed\.proj\.weight: checkpoint \(64, 3, 7, 7\)'),
+    ],
+)
+def test_wrong_variant_is_an_error_naming_the_file(tmp_path: Path, saved_arch: str, model_arch: str, message: str):
+    path = tmp_path / f'pvt_{saved_arch}.pth'
+    torch.save(to_official(random_pvt(saved_arch).state_dict()), path)
+    model = fresh_pvt(model_arch)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=rf'{re.escape(str(path))} does not fit this PVT: .*{message}'):
+        load_pretrained(model, path)
+    assert_same_state(model, before)  # nothing half-loaded
+
+
+def test_a_resnet_checkpoint_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / 'resnet50.pth'
+    torch.save({'state_dict': {'conv1.weight': torch.zeros(64, 3, 7, 7), 'fc.weight': torch.zeros(10, 4)}}, path)
+    model = fresh_pvt('tiny', init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    with pytest.raises(ValueError, match=rf'cannot load {re.escape(str(path))}: no PVT checkpoint layout'):
+        model.init_weights()
+
+
+def test_truncated_file_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    good = tmp_path / 'good.pth'
+    torch.save(to_official(random_pvt('b0').state_dict()), good)
+    bad = tmp_path / 'truncated.pth'
+    bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(ValueError, match=rf'cannot read checkpoint {re.escape(str(bad))}: .*truncated or corrupt'):
+        load_pretrained(fresh_pvt('b0'), bad)
+    with pytest.raises(FileNotFoundError, match=r'missing\.pth'):
+        load_pretrained(fresh_pvt('b0'), tmp_path / 'missing.pth')
+
+
+def test_missing_and_unexpected_keys_are_logged_by_name(tmp_path: Path) -> None:
+    state = random_pvt('b0').state_dict()
+    del state['stages.3.norm.weight']
+    state['extra.weight'] = torch.zeros(1)
+    path = tmp_path / 'partial.pth'
+    torch.save(state, path)
+    logger, records = MMLogger.get_current_instance(), []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger.addHandler(handler)
+    try:
+        missing, unexpected = load_pretrained(fresh_pvt('b0'), path)
+    finally:
+        logger.removeHandler(handler)
+    assert missing == ['stages.3.norm.weight'] and unexpected == ['extra.weight']
+    logged = [record.getMessage() for record in records if record.levelno == logging.WARNING]
+    assert logged == [
+        'missing keys (left as initialised): stages.3.norm.weight',
+        'unexpected keys (ignored): extra.weight',
+    ]
+
+
+# --- the command-line tool ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope='module')
+def cli() -> ModuleType:
+    spec = importlib.util.spec_from_file_location('pvt2mmpvt', REPO / 'tools/model_converters/pvt2mmpvt.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cli_converts_an_official_file(tmp_path: Path, cli: ModuleType, capsys) -> None:
+    source = random_pvt('b0')
+    src, dst = tmp_path / 'pvt_v2_b0.pth', tmp_path / 'out' / 'b0_mmpvt.pth'
+    torch.save(to_official(source.state_dict()), src)
+    digest_before = digest(src)
+    assert cli.main([str(src), str(dst)]) == 0
+    printed = capsys.readouterr().out
+    assert 'official layout' in printed
+    assert 'mapped   block1.0.mlp.dwconv.dwconv.weight -> stages.0.blocks.0.mlp.dwconv.weight' in printed
+    assert 'dropped  head.weight' in printed
+    assert_same_state(torch.load(dst, weights_only=True), source.state_dict())
+    assert digest(src) == digest_before
+    assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['b0_mmpvt.pth']  # no temporary left
+
+
+def test_cli_refuses_to_overwrite(tmp_path: Path, cli: ModuleType, capsys) -> None:
+    src, dst = tmp_path / 'pvt_v2_b0.pth', tmp_path / 'dst.pth'
+    torch.save(to_official(random_pvt('b0').state_dict()), src)
+    digest_before = digest(src)
+    assert cli.main([str(src), str(src)]) == 1
+    assert cli.main([str(src), str(tmp_path / '.' / 'pvt_v2_b0.pth'), '--force']) == 1
+    assert 'refusing to write over the source checkpoint' in capsys.readouterr().err
+    assert digest(src) == digest_before
+    dst.write_bytes(b'keep me')
+    assert cli.main([str(src), str(dst)]) == 1
+    assert 'exists; pass --force' in capsys.readouterr().err
+    assert dst.read_bytes() == b'keep me'
+    assert cli.main([str(src), str(dst), '--force']) == 0
+    assert 'stages.0.patch_embed.proj.weight' in torch.load(dst, weights_only=True)
+
+
+def test_cli_reports_a_non_pvt_file(tmp_path: Path, cli: ModuleType, capsys) -> None:
+    src, dst = tmp_path / 'resnet.pth', tmp_path / 'dst.pth'
+    torch.save({'conv1.weight': torch.zeros(2, 3, 7, 7)}, src)
+    assert cli.main([str(src), str(dst)]) == 1
+    assert f'cannot convert {src}: no PVT checkpoint layout' in capsys.readouterr().err
+    assert not dst.exists()
