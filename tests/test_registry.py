@@ -18,6 +18,15 @@ MMDET_ARCH = {
     'large': dict(num_layers=(3, 8, 27, 3)),
 }
 
+MMDET_V2_ARCH = {
+    'b0': dict(embed_dims=32, num_layers=(2, 2, 2, 2)),
+    'b1': dict(embed_dims=64, num_layers=(2, 2, 2, 2)),
+    'b2': dict(embed_dims=64, num_layers=(3, 4, 6, 3)),
+    'b3': dict(embed_dims=64, num_layers=(3, 4, 18, 3)),
+    'b4': dict(embed_dims=64, num_layers=(3, 8, 27, 3)),
+    'b5': dict(embed_dims=64, num_layers=(3, 6, 40, 3), mlp_ratios=(4, 4, 4, 4)),
+}
+
 
 def n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
@@ -52,29 +61,41 @@ def test_parameter_count_equals_mmdet(arch: str) -> None:
     assert n_params(ours) == n_params(theirs)
 
 
+@pytest.mark.parametrize('arch', list(MMDET_V2_ARCH))
+def test_v2_parameter_count_equals_mmdet(arch: str) -> None:
+    ours = MMDET_MODELS.build(dict(type='PVTv2', arch=arch))
+    theirs = MMDET_MODELS.build(dict(type='PyramidVisionTransformerV2', **MMDET_V2_ARCH[arch]))
+    assert n_params(ours) == n_params(theirs)
+
+
 def test_unmodified_mmdet_and_mmseg_configs_use_pvt(tmp_path) -> None:
     """A stock config plus custom_imports and a backbone swap builds the whole model."""
-    det = Config.fromfile('mmdet::retinanet/retinanet_r50_fpn_1x_coco.py')
-    det.merge_from_dict(
-        {
-            'custom_imports': dict(imports=['mmpvt'], allow_failed_imports=False),
-            'model.backbone': dict(_delete_=True, type='PVT', arch='tiny'),
-            'model.neck.in_channels': [64, 128, 320, 512],
-        }
+    det_cfg = tmp_path / 'retinanet_pvt.py'
+    det_cfg.write_text(
+        "_base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'\n"
+        "custom_imports = dict(imports=['mmpvt'], allow_failed_imports=False)\n"
+        "model = dict(backbone=dict(_delete_=True, type='PVT', arch='tiny'),\n"
+        '             neck=dict(in_channels=[64, 128, 320, 512]))\n'
     )
-    detector = MMDET_MODELS.build(det.model)
+    detector = MMDET_MODELS.build(Config.fromfile(det_cfg).model)
     assert isinstance(detector.backbone, mmpvt.PVT)
-    seg = Config.fromfile('mmseg::sem_fpn/fpn_r50_4xb4-80k_ade20k-512x512.py')
-    seg.merge_from_dict(
-        {
-            'model.backbone': dict(_delete_=True, type='PVT', arch='tiny'),
-            'model.neck.in_channels': [64, 128, 320, 512],
-            'model.data_preprocessor': dict(type='SegDataPreProcessor', size=(512, 512)),
-        }
+    seg_cfg = tmp_path / 'fpn_pvt.py'
+    seg_cfg.write_text(
+        "_base_ = 'mmseg::sem_fpn/fpn_r50_4xb4-160k_ade20k-512x512.py'\n"
+        "custom_imports = dict(imports=['mmpvt'], allow_failed_imports=False)\n"
+        "model = dict(pretrained=None, backbone=dict(_delete_=True, type='mmpvt.PVT', arch='tiny'),\n"
+        '             neck=dict(in_channels=[64, 128, 320, 512]))\n'
     )
-    segmentor = MMSEG_MODELS.build(seg.model)
+    segmentor = MMSEG_MODELS.build(Config.fromfile(seg_cfg).model)
     assert isinstance(segmentor.backbone, mmpvt.PVT)
     segmentor.eval()
     with torch.no_grad():
         logits = segmentor(torch.randn(1, 3, 64, 64), mode='tensor')
     assert logits.shape == (1, 150, 16, 16)
+
+
+def test_pretrained_argument_becomes_init_cfg() -> None:
+    model = mmpvt.PVT('tiny', pretrained='pretrained/pvt_tiny.pth')
+    assert model.init_cfg == dict(type='Pretrained', checkpoint='pretrained/pvt_tiny.pth')
+    with pytest.raises(ValueError, match='either pretrained or init_cfg'):
+        mmpvt.PVT('tiny', pretrained='a.pth', init_cfg=dict(type='Pretrained', checkpoint='b.pth'))

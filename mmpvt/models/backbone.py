@@ -32,6 +32,8 @@ class PVT(PyramidVisionTransformer, BaseModule):
             get no gradient and stay in eval mode across ``train()``.
         init_cfg: OpenMMLab init config; ``dict(type='Pretrained', checkpoint=PATH)``
             accepts official PVT, mmdet and mmpvt checkpoints (converted on load).
+        pretrained: checkpoint path, shorthand for the Pretrained ``init_cfg``; mmseg's
+            ``EncoderDecoder`` passes its model-level ``pretrained`` in here.
         **kwargs: any argument of :class:`PyramidVisionTransformer`, overriding the arch.
     """
 
@@ -41,8 +43,13 @@ class PVT(PyramidVisionTransformer, BaseModule):
         *,
         frozen_stages: int = -1,
         init_cfg: dict[str, Any] | list[dict[str, Any]] | None = None,
+        pretrained: str | None = None,
         **kwargs: Any,
     ) -> None:
+        if pretrained is not None:
+            if init_cfg is not None:
+                raise ValueError('give either pretrained or init_cfg, not both')
+            init_cfg = dict(type='Pretrained', checkpoint=pretrained)
         # PyramidVisionTransformer's super().__init__() runs BaseModule.__init__ (MRO).
         super().__init__(**arch_kwargs(arch, **kwargs))
         self.arch = arch
