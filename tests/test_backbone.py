@@ -21,8 +21,12 @@ def assert_pyramid(model: PVT, image_hw: tuple[int, int], outs: tuple[torch.Tens
     shapes = model.stage_shapes(image_hw)
     for out, i, channels, stride in zip(outs, model.out_indices, model.out_channels, model.out_strides):
         assert out.shape == (1, channels, *shapes[i])
-        # The floor of a stride-s map: ⌊H / s⌋ for v1's non-overlapping patches.
-        assert out.shape[2:] == (image_hw[0] // stride, image_hw[1] // stride)
+        if model.stages[0].patch_embed.padding == 0:
+            # v1's non-overlapping patches floor: ⌊H / s⌋.
+            assert out.shape[2:] == (image_hw[0] // stride, image_hw[1] // stride)
+        else:
+            # v2's padded overlapping patches round up: ⌈H / s⌉.
+            assert out.shape[2:] == (-(-image_hw[0] // stride), -(-image_hw[1] // stride))
         assert torch.isfinite(out).all()
 
 
@@ -35,6 +39,26 @@ def test_outputs_match_declared_feature_info(arch: str, image_hw: tuple[int, int
     with torch.no_grad():
         outs = model(torch.randn(1, 3, *image_hw))
     assert_pyramid(model, image_hw, outs)
+
+
+@pytest.mark.parametrize('arch', ['b0', 'b1', 'b2_li'])
+@pytest.mark.parametrize('image_hw', [(31, 31), *UNEVEN_SIZES])
+def test_v2_outputs_match_declared_feature_info(arch: str, image_hw: tuple[int, int]) -> None:
+    model = build(arch).eval()
+    assert model.out_strides == (4, 8, 16, 32)
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, *image_hw))
+    assert_pyramid(model, image_hw, outs)
+    assert all(stage.pos_embed is None and stage.norm is not None for stage in model.stages)
+
+
+def test_v2_keeps_working_below_v1_minimum() -> None:
+    """Overlapping patches with padding make 31×31 valid for v2 (mmdet's test size)."""
+    model = build('b0').eval()
+    assert model.min_input_size < 31
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, 31, 31))
+    assert [tuple(o.shape) for o in outs] == [(1, 32, 8, 8), (1, 64, 4, 4), (1, 160, 2, 2), (1, 256, 1, 1)]
 
 
 def test_detection_size_tiny() -> None:
@@ -56,10 +80,10 @@ def test_smallest_input_is_the_total_stride() -> None:
         model(torch.randn(1, 3, 31, 31))
 
 
-@pytest.mark.parametrize('arch', V1_ARCHS)
+@pytest.mark.parametrize('arch', [*V1_ARCHS, 'b0', 'b2_li'])
 def test_every_parameter_gets_a_gradient(arch: str) -> None:
     model = build(arch).train()
-    outs = model(torch.randn(2, 3, 64, 64))
+    outs = model(torch.randn(2, 3, 32, 32))
     sum(o.square().mean() for o in outs).backward()
     no_grad = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not no_grad, f'parameters without gradient: {no_grad}'
