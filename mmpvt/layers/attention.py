@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .fused import strided_patch_linear
+
 
 class SpatialReductionAttention(nn.Module):
     """Multi-head attention whose keys and values come from a spatially reduced map.
@@ -91,12 +93,11 @@ class SpatialReductionAttention(nn.Module):
         if self.sr is None:
             return x
         b, _n, c = x.shape
-        x_map = x.transpose(1, 2).reshape(b, c, *hw_shape)
+        x_map = x.transpose(1, 2).reshape(b, c, *hw_shape)  # channels-last view, no copy
         if self.linear:
             x_map = F.adaptive_avg_pool2d(x_map, self.pool_size)
-        x_map = self.sr(x_map)
-        x_kv = self.norm(x_map.flatten(2).transpose(1, 2))
-        return F.gelu(x_kv) if self.linear else x_kv
+            return F.gelu(self.norm(self.sr(x_map).flatten(2).transpose(1, 2)))
+        return self.norm(strided_patch_linear(x_map, self.sr))  # the kernel = stride conv as one GEMM
 
     def forward(self, x: torch.Tensor, hw_shape: tuple[int, int]) -> torch.Tensor:
         """Attend from every token of the map to the reduced map.
@@ -107,6 +108,13 @@ class SpatialReductionAttention(nn.Module):
 
         Returns:
             (B, N, C) attended tokens (no residual added).
+        """
+        return self.proj_drop(self.proj(self.attend(x, hw_shape)))
+
+    def attend(self, x: torch.Tensor, hw_shape: tuple[int, int]) -> torch.Tensor:
+        """Everything but the output projection: the heads' outputs side by side, (B, N, C).
+
+        The block applies ``proj`` itself when it fuses the projection with its residual add.
         """
         b, n, c = x.shape
         if n != hw_shape[0] * hw_shape[1]:
@@ -122,8 +130,7 @@ class SpatialReductionAttention(nn.Module):
             attn = (q * self.scale) @ k.transpose(-2, -1)  # (B, heads, N, M)
             attn = F.dropout(attn.softmax(dim=-1), p=drop)
             out = attn @ v
-        out = out.transpose(1, 2).reshape(b, n, c)
-        return self.proj_drop(self.proj(out))
+        return out.transpose(1, 2).reshape(b, n, c)
 
 
 def sra_macs(

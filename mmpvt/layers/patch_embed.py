@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .fused import is_patch_conv, strided_patch_linear
+
 
 class PatchEmbed(nn.Module):
     """Conv2d then LayerNorm, turning a (B, C_in, H, W) map into (B, N, C) tokens.
@@ -44,7 +46,12 @@ class PatchEmbed(nn.Module):
         return (size + 2 * self.padding - self.kernel_size) // self.stride + 1
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        """x: (B, C_in, H_in, W_in) -> tokens (B, N, C) of an (H, W) map, and (H, W)."""
-        x = self.proj(x)
-        hw_shape = (x.shape[2], x.shape[3])
-        return self.norm(x.flatten(2).transpose(1, 2)), hw_shape
+        """x: (B, C_in, H_in, W_in) -> tokens (B, N, C) of an (H, W) map, and (H, W).
+
+        Either memory layout of ``x`` works; non-overlapping patches (v1) are
+        projected by one GEMM over gathered patches instead of a convolution.
+        """
+        hw_shape = (self.output_size(x.shape[2]), self.output_size(x.shape[3]))
+        if is_patch_conv(self.proj):
+            return self.norm(strided_patch_linear(x, self.proj)), hw_shape
+        return self.norm(self.proj(x).flatten(2).transpose(1, 2)), hw_shape

@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..layers import DropPath, Mlp, PatchEmbed, SpatialReductionAttention
+from ..layers.fused import fusable, linear_add
 
 _V1 = dict(
     embed_dims=(64, 128, 320, 512),
@@ -105,6 +106,10 @@ class PVTBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, hw_shape: tuple[int, int]) -> torch.Tensor:
         """x: (B, N, C) tokens of an H×W map -> (B, N, C)."""
+        if fusable(x, self):
+            # Inference: each residual add is a post-op of the linear before it.
+            x = linear_add(self.attn.attend(self.norm1(x), hw_shape), self.attn.proj, x)
+            return linear_add(self.mlp.hidden(self.norm2(x), hw_shape), self.mlp.fc2, x)
         x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
         return x + self.drop_path(self.mlp(self.norm2(x), hw_shape))
 
@@ -162,7 +167,11 @@ class PVTStage(nn.Module):
         return resized
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, C_in, H_in, W_in) map -> (B, C, H, W) map."""
+        """x: (B, C_in, H_in, W_in) map -> (B, C, H, W) map in channels-last memory layout.
+
+        The result is a view of the tokens (no copy); the next stage's patch
+        embedding reads that layout directly.
+        """
         x, hw_shape = self.patch_embed(x)
         if self.pos_embed is not None:
             x = self.pos_drop(x + self.resized_pos_embed(hw_shape))
@@ -174,7 +183,7 @@ class PVTStage(nn.Module):
         if self.norm is not None:
             x = self.norm(x)
         b, _, c = x.shape
-        return x.reshape(b, *hw_shape, c).permute(0, 3, 1, 2).contiguous()
+        return x.reshape(b, *hw_shape, c).permute(0, 3, 1, 2)
 
 
 class PyramidVisionTransformer(nn.Module):
@@ -379,7 +388,7 @@ class PyramidVisionTransformer(nn.Module):
         for i, stage in enumerate(self.stages[: max(self.out_indices) + 1]):
             x = stage(x)
             if i in self.out_indices:
-                outs.append(x)
+                outs.append(x.contiguous())  # the usual NCHW layout for necks and heads
         return tuple(outs)
 
 
