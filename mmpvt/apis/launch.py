@@ -1,0 +1,312 @@
+"""What ``tools/train.py`` and ``tools/test.py`` share, for mmdet and mmseg configs alike.
+
+The library is chosen by the config's ``default_scope`` (``mmdet`` or ``mmseg``);
+the flags are mmdet's. Before a Runner is built the config is checked so that the
+common mistakes fail with a message that says what to do: an unknown scope, a
+missing checkpoint, a missing dataset (with its expected layout and the command
+that writes toy data), a missing pretrained backbone file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import os.path as osp
+import pickle
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.logging import HistoryBuffer, print_log
+from mmengine.runner import Runner
+
+from ..checkpoint import allow_mmengine_checkpoints
+from .distributed import RankMeanLossHook, prepare_cpu_distributed
+
+#: Supported ``default_scope`` values and the package each one needs.
+SCOPES = {'mmdet': 'mmdet', 'mmseg': 'mmsegmentation'}
+
+TOY_DATA_TOOL = 'tools/dataset_converters/make_toy_data.py'
+
+#: dataset type -> (layout under data_root, argument of the toy-data tool)
+DATASET_LAYOUTS = {
+    'CocoDataset': (
+        'annotations/instances_{train,val}2017.json, train2017/*.jpg and val2017/*.jpg (COCO 2017)',
+        'coco',
+    ),
+    'ADE20KDataset': (
+        'images/{training,validation}/*.jpg and annotations/{training,validation}/*.png (ADEChallengeData2016)',
+        'ade',
+    ),
+}
+
+
+def history_buffer_getattr(obj: Any, name: str) -> Any:
+    """``getattr`` restricted to what mmengine checkpoints need: ``HistoryBuffer``'s statistics methods.
+
+    Every ``HistoryBuffer`` in a checkpoint's message hub pickles its statistics methods
+    as ``getattr(HistoryBuffer, 'mean')`` and so on. An unrestricted ``getattr`` would
+    defeat the weights-only unpickler, so this one refuses everything else.
+    """
+    if obj is HistoryBuffer and name in ('min', 'max', 'current', 'mean'):
+        return getattr(obj, name)
+    raise pickle.UnpicklingError(f'refusing getattr({obj!r}, {name!r}) while loading a checkpoint')
+
+
+def allow_checkpoints() -> None:
+    """Let mmengine's plain ``torch.load`` read mmengine checkpoints, keeping weights-only loading.
+
+    :func:`mmpvt.checkpoint.allow_mmengine_checkpoints` plus :func:`history_buffer_getattr`
+    standing in for ``builtins.getattr``.
+    """
+    allow_mmengine_checkpoints()
+    torch.serialization.add_safe_globals([(history_buffer_getattr, 'builtins.getattr')])
+
+
+class ConfigError(ValueError):
+    """A config or a file it names is not usable; the message says how to fix it."""
+
+
+def load_config(path: str, cfg_options: dict[str, Any] | None = None) -> Config:
+    """Read a config, apply ``--cfg-options`` and check its ``default_scope``.
+
+    Args:
+        path: config file.
+        cfg_options: overrides in mmengine's ``key=value`` form (already parsed).
+
+    Returns:
+        The config.
+
+    Raises:
+        ConfigError: missing file, missing or unsupported ``default_scope``, or the
+            library of that scope is not installed.
+    """
+    if not osp.isfile(path):
+        raise ConfigError(f'config file not found: {path}')
+    cfg = Config.fromfile(path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    scope = cfg.get('default_scope')
+    if scope not in SCOPES:
+        found = 'no default_scope' if scope is None else f'default_scope={scope!r}'
+        raise ConfigError(
+            f'{path} has {found}; expected default_scope = "mmdet" (detection) or "mmseg" '
+            f'(segmentation), normally inherited from an mmdet:: or mmseg:: base config'
+        )
+    try:
+        importlib.import_module(scope)
+    except ImportError as err:
+        raise ConfigError(
+            f'{path} is an {scope} config but {scope} is not installed: pip install {SCOPES[scope]}'
+        ) from err
+    return cfg
+
+
+def _datasets(cfg: Any) -> Iterator[dict[str, Any]]:
+    """The leaf dataset configs inside wrappers (RepeatDataset, ConcatDataset...)."""
+    if 'dataset' in cfg:
+        yield from _datasets(cfg['dataset'])
+    elif 'datasets' in cfg:
+        for child in cfg['datasets']:
+            yield from _datasets(child)
+    else:
+        yield cfg
+
+
+def _toy_hint(dataset_type: str, data_root: str) -> str:
+    if dataset_type not in DATASET_LAYOUTS:
+        return ''
+    layout, kind = DATASET_LAYOUTS[dataset_type]
+    target = data_root.rstrip('/')
+    if kind == 'ade' and osp.basename(target) == 'ADEChallengeData2016':
+        target = osp.dirname(target)
+    return (
+        f'\nExpected layout under data_root: {layout}.'
+        f'\nTo write a small synthetic dataset there: python {TOY_DATA_TOOL} {kind} {target}'
+    )
+
+
+def check_data(cfg: Config, loaders: Sequence[str]) -> None:
+    """Check that the data root, annotation file and image folders of ``loaders`` exist.
+
+    Raises:
+        ConfigError: naming the missing path, the expected layout and the toy-data command.
+    """
+    for loader in loaders:
+        if not cfg.get(loader):
+            continue
+        for dataset in _datasets(cfg[loader]):
+            root = dataset.get('data_root') or ''
+            paths = [root] if root else []
+            if dataset.get('ann_file'):
+                paths.append(osp.join(root, dataset['ann_file']))
+            paths += [osp.join(root, p) for p in (dataset.get('data_prefix') or {}).values() if isinstance(p, str)]
+            for path in paths:
+                if not osp.exists(path):
+                    raise ConfigError(
+                        f'{loader}: {path} not found (dataset {dataset.get("type")}, data_root {root!r})'
+                        + _toy_hint(str(dataset.get('type')), root)
+                    )
+
+
+def check_pretrained(cfg: Config) -> None:
+    """Check that the backbone's ``Pretrained`` checkpoint file exists (URLs are not checked)."""
+    init_cfg = cfg.model.get('backbone', {}).get('init_cfg')
+    for item in init_cfg if isinstance(init_cfg, list) else [init_cfg] if init_cfg else []:
+        path = item.get('checkpoint')
+        if item.get('type') == 'Pretrained' and path and '://' not in path and not osp.isfile(path):
+            raise ConfigError(
+                f'backbone checkpoint {path} not found. Download the official ImageNet weights (see the README, '
+                '"Training and testing"), or train from scratch with --cfg-options model.backbone.init_cfg=None'
+            )
+
+
+def _common_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--work-dir', help='directory for logs and checkpoints (default: ./work_dirs/CONFIG_NAME)')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config settings, key=value pairs (e.g. train_cfg.max_epochs=2)',
+    )
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
+
+
+def train_parser() -> argparse.ArgumentParser:
+    """The arguments of ``tools/train.py`` (mmdet's)."""
+    parser = argparse.ArgumentParser(description='Train a detector or a segmentor (mmdet or mmseg config)')
+    parser.add_argument('config', help='config file')
+    parser.add_argument('--amp', action='store_true', help='automatic mixed precision training')
+    parser.add_argument('--auto-scale-lr', action='store_true', help='scale the lr with the total batch size')
+    parser.add_argument(
+        '--resume',
+        nargs='?',
+        const='auto',
+        help='resume from this checkpoint, or from the latest one of the work dir if no path is given',
+    )
+    _common_args(parser)
+    return parser
+
+
+def test_parser() -> argparse.ArgumentParser:
+    """The arguments of ``tools/test.py`` (mmdet's)."""
+    parser = argparse.ArgumentParser(description='Test a detector or a segmentor (mmdet or mmseg config)')
+    parser.add_argument('config', help='config file')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--out', help='dump the predictions to this pickle file (.pkl)')
+    parser.add_argument('--show-dir', help='draw the predictions and save the images under this directory')
+    _common_args(parser)
+    return parser
+
+
+def _setup(cfg: Config, args: argparse.Namespace) -> None:
+    """Settings common to training and testing: launcher, work dir, LOCAL_RANK."""
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    cfg.launcher = args.launcher
+    if args.work_dir:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+
+
+def build_runner(cfg: Config) -> Runner:
+    """Build the Runner (a custom one if the config has ``runner_type``), CPU-distributed if needed."""
+    prepare_cpu_distributed(cfg, cfg.launcher)
+    if 'runner_type' in cfg:
+        from mmengine.registry import RUNNERS
+
+        runner = RUNNERS.build(cfg)
+    else:
+        runner = Runner.from_cfg(cfg)
+    if cfg.launcher != 'none':
+        runner.register_hook(RankMeanLossHook())
+    return runner
+
+
+def train_config(args: argparse.Namespace) -> Config:
+    """The checked training config for parsed ``train_parser()`` arguments."""
+    cfg = load_config(args.config, args.cfg_options)
+    _setup(cfg, args)
+    if args.amp:
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.loss_scale = 'dynamic'
+    if args.auto_scale_lr:
+        if not {'enable', 'base_batch_size'} <= set(cfg.get('auto_scale_lr') or {}):
+            raise ConfigError(
+                f'{args.config} has no auto_scale_lr = dict(enable=..., base_batch_size=...): '
+                'cannot use --auto-scale-lr'
+            )
+        cfg.auto_scale_lr.enable = True
+    if args.resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume is not None:
+        if not osp.isfile(args.resume):
+            raise ConfigError(f'--resume: checkpoint file not found: {args.resume}')
+        cfg.resume, cfg.load_from = True, args.resume
+    check_pretrained(cfg)
+    check_data(cfg, ['train_dataloader', 'val_dataloader'])
+    return cfg
+
+
+def validation_metrics(runner: Runner) -> dict[str, float]:
+    """The last validation metrics a Runner recorded (``{'coco/bbox_mAP': ...}``)."""
+    scalars = runner.message_hub.log_scalars
+    return {key[len('val/') :]: float(buf.current()) for key, buf in scalars.items() if key.startswith('val/')}
+
+
+def train(argv: Sequence[str] | None = None) -> dict[str, float]:
+    """Entry point of ``tools/train.py``; returns the last validation metrics."""
+    allow_checkpoints()
+    cfg = train_config(train_parser().parse_args(argv))
+    runner = build_runner(cfg)
+    runner.train()
+    metrics = validation_metrics(runner)
+    if metrics:
+        summary = ', '.join(f'{k}={v:.4g}' for k, v in metrics.items())
+        print_log(f'final validation metrics: {summary}', logger='current')
+    return metrics
+
+
+def _enable_drawing(cfg: Config, show_dir: str) -> None:
+    hook = cfg.default_hooks.get('visualization')
+    if hook is None:
+        raise ConfigError('--show-dir needs default_hooks.visualization in the config')
+    hook['draw'] = True
+    if cfg.default_scope == 'mmdet':
+        hook['test_out_dir'] = show_dir
+    else:
+        hook['interval'] = 1
+        cfg.visualizer['save_dir'] = show_dir
+
+
+def test_config(args: argparse.Namespace) -> Config:
+    """The checked test config for parsed ``test_parser()`` arguments."""
+    cfg = load_config(args.config, args.cfg_options)
+    _setup(cfg, args)
+    if not osp.isfile(args.checkpoint):
+        raise ConfigError(f'checkpoint file not found: {args.checkpoint}')
+    if args.out and not args.out.endswith(('.pkl', '.pickle')):
+        raise ConfigError(f'--out must name a .pkl file, got {args.out}')
+    cfg.load_from = args.checkpoint
+    if args.show_dir:
+        _enable_drawing(cfg, args.show_dir)
+    check_data(cfg, ['test_dataloader'])
+    return cfg
+
+
+def test(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Entry point of ``tools/test.py``; returns the test metrics."""
+    allow_checkpoints()
+    args = test_parser().parse_args(argv)
+    cfg = test_config(args)
+    runner = build_runner(cfg)
+    if args.out:
+        if cfg.default_scope == 'mmdet':
+            from mmdet.evaluation import DumpDetResults as Dump
+        else:
+            from mmengine.evaluator import DumpResults as Dump
+        runner.test_evaluator.metrics.append(Dump(out_file_path=args.out))
+    return runner.test()
