@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fused import strided_patch_linear
+from .fused import strided_patch_linear, tracing
+from .pooling import adaptive_avg_pool2d_matmul
 
 
 class SpatialReductionAttention(nn.Module):
@@ -95,7 +96,8 @@ class SpatialReductionAttention(nn.Module):
         b, _n, c = x.shape
         x_map = x.transpose(1, 2).reshape(b, c, *hw_shape)  # channels-last view, no copy
         if self.linear:
-            x_map = F.adaptive_avg_pool2d(x_map, self.pool_size)
+            pool = adaptive_avg_pool2d_matmul if tracing() else F.adaptive_avg_pool2d  # ONNX has no dynamic one
+            x_map = pool(x_map, self.pool_size)
             return F.gelu(self.norm(self.sr(x_map).flatten(2).transpose(1, 2)))
         return self.norm(strided_patch_linear(x_map, self.sr))  # the kernel = stride conv as one GEMM
 

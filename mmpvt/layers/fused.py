@@ -24,6 +24,15 @@ from torch import nn
 _MKLDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, '_linear_pointwise')
 
 
+def tracing() -> bool:
+    """True while torch.export / torch.compile trace the model (ONNX export included).
+
+    Traced graphs must hold only portable ops with shapes kept symbolic, so the
+    eager-only shortcuts (oneDNN kernels, caches, size checks) step aside.
+    """
+    return torch.compiler.is_exporting() or torch.compiler.is_compiling()
+
+
 def fusable(x: torch.Tensor, module: nn.Module) -> bool:
     """True if the fused oneDNN inference kernels may replace ``module``'s plain ops on ``x``.
 
@@ -36,6 +45,7 @@ def fusable(x: torch.Tensor, module: nn.Module) -> bool:
         and not torch.is_grad_enabled()
         and x.device.type == 'cpu'
         and x.dtype == torch.float32
+        and not tracing()
     )
 
 

@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..layers import DropPath, Mlp, PatchEmbed, SpatialReductionAttention
-from ..layers.fused import fusable, linear_add
+from ..layers.fused import fusable, linear_add, tracing
 
 _V1 = dict(
     embed_dims=(64, 128, 320, 512),
@@ -150,16 +150,20 @@ class PVTStage(nn.Module):
         """The position embedding bilinearly resized to ``hw_shape``: (1, H·W, C).
 
         Outside autograd the resized tensor is cached per size (and invalidated when
-        the parameter changes), so inference at a fixed size interpolates once.
+        the parameter changes), so inference at a fixed size interpolates once. While
+        tracing for export it always interpolates (an identity at the pretraining size),
+        so the graph keeps H and W symbolic.
         """
         pos = self.pos_embed
+        grid = pos.reshape(1, self.pos_shape, self.pos_shape, -1).permute(0, 3, 1, 2)
+        if tracing():
+            return F.interpolate(grid, size=hw_shape, mode='bilinear', align_corners=False).flatten(2).transpose(1, 2)
         if hw_shape == (self.pos_shape, self.pos_shape):
             return pos
         tracking = torch.is_grad_enabled() and pos.requires_grad
         key = (hw_shape, id(pos), pos._version, pos.device, pos.dtype)
         if not tracking and self._pos_cache is not None and self._pos_cache[0] == key:
             return self._pos_cache[1]
-        grid = pos.reshape(1, self.pos_shape, self.pos_shape, -1).permute(0, 3, 1, 2)
         resized = F.interpolate(grid, size=hw_shape, mode='bilinear', align_corners=False)
         resized = resized.flatten(2).transpose(1, 2)
         if not tracking:
@@ -373,6 +377,8 @@ class PyramidVisionTransformer(nn.Module):
             raise ValueError(
                 f'PVT expects {self.in_channels} input channels, got {x.shape[1]} (input shape {tuple(x.shape)})'
             )
+        if tracing():
+            return  # export states its own size constraints (mmpvt.export)
         reason = self._too_small((x.shape[2], x.shape[3]))
         if reason is not None:
             m = self.min_input_size
