@@ -50,3 +50,22 @@ def test_export_tool_refuses_bad_shapes_and_existing_files(tmp_path: Path) -> No
         expected = 'multiples of 32' if name == 'shape' else 'refusing to overwrite'
         assert expected in result.stderr, result.stderr
     assert existing.read_bytes() == b'user data'
+
+
+def test_whole_retinanet_export_through_the_tool(tmp_path: Path) -> None:
+    """RetinaNet-PVT-T's tensor forward (no post-processing) exports and matches at two sizes."""
+    out = tmp_path / 'retinanet.onnx'
+    args = [
+        str(ROOT / 'tools' / 'deployment' / 'export_onnx.py'),
+        str(ROOT / 'configs' / 'retinanet_pvt_t_fpn_1x_coco.py'),
+        '--whole',
+        '--shape', '128', '160',
+        '--cfg-options', 'model.backbone.depths=(1,1,1,1)',
+        '--out', str(out),
+    ]  # fmt: skip
+    result = subprocess.run([sys.executable, *args], capture_output=True, text=True, check=False, cwd=ROOT)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert 'OK at tolerance 0.0001' in result.stdout
+    # 5 FPN levels × (class scores, box deltas), at the example size and a second one.
+    assert result.stdout.count('max |onnxruntime') == 2
+    assert all(line.count(',') == 9 for line in result.stdout.splitlines() if 'max |onnxruntime' in line)

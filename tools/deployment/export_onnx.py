@@ -18,6 +18,7 @@ import os.path as osp
 import sys
 
 import torch
+from mmengine.config import DictAction
 from torch import nn
 
 import mmpvt
@@ -35,6 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--shape', type=int, nargs=2, default=(224, 224), metavar=('H', 'W'))
     parser.add_argument('--opset', type=int, default=18)
     parser.add_argument('--tolerance', type=float, default=1e-4)
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings (key=value)')
     parser.add_argument('--out', required=True, help='the .onnx file to write (must not exist)')
     args = parser.parse_args(argv)
     if (args.config is None) == (args.arch is None):
@@ -57,7 +59,7 @@ def build(args: argparse.Namespace) -> nn.Module:
         if args.checkpoint:
             load_pretrained(model, args.checkpoint)
         return model
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, args.cfg_options)
     registry = importlib.import_module(f'{cfg.default_scope}.registry').MODELS
     whole = registry.build(cfg.model)
     if args.checkpoint:
