@@ -1,0 +1,390 @@
+"""mmpvt's PVT against mmdet's, side by side in one process: speed, memory, FLOP rate.
+
+Usage:
+    python tools/analysis/benchmark.py                      # every task of issue 6, PVT-S
+    python tools/analysis/benchmark.py --tasks infer --infer-size 224 224 --arch tiny
+    python tools/analysis/benchmark.py --json work_dirs/bench.json
+    python tools/analysis/benchmark.py --device cuda --amp fp16
+
+Both backbones get identical weights (mmdet's initialisation, converted with
+``mmpvt.convert.convert_state_dict``) and must give the same outputs before anything is
+timed: max |ours - mmdet's| <= 1e-5 × max |mmdet's output|. (An absolute 1e-5 is below
+fp32 rounding here: PVT-S outputs reach ~15, where one fp32 ulp is ~1e-6 and sixteen
+blocks of reductions in a different order differ by ~2e-5, as mmpvt's unoptimised first
+version did too.) Tasks:
+
+- ``infer``: backbone forward in inference mode, one image per size in ``--infer-size``.
+- ``train``: a training step (forward, ``sum of output means`` as the loss, backward) at
+  ``--train-size`` with ``--train-batch`` images; both in train mode, stochastic depth 0.1.
+- ``memory``: peak memory of that training step at ``--memory-size``, mmdet's backbone as
+  is (it has no checkpointing) against ours with ``with_cp=True`` (and without, for
+  reference). Each figure comes from a fresh subprocess that builds the model and input,
+  resets the kernel's resident-set high-water mark (``/proc/self/clear_refs``), runs one
+  step and reports ``VmHWM`` minus the resident set before the step: the memory the step
+  needed on top of weights and input. On CUDA: ``torch.cuda.max_memory_allocated``.
+- ``detector``: whole RetinaNet predict (backbone, FPN, head, post-processing) of mmdet's
+  ``retinanet_pvt-s_fpn_1x_coco`` against the same config with ``type='PVT'``.
+- ``gemm``: the machine's fp32 GEMM rate (square ``torch.mm``), measured next to the
+  backbone timings, and the share of it the backbone achieves (multiply-adds from
+  :func:`mmpvt.analysis.count_macs`, attention products included, × 2 FLOP).
+
+Timings are medians of ``--repeats`` runs after ``--warmup`` runs, mmdet and ours
+alternating, so a noisy shared machine slows both alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+from torch import nn
+
+TASKS = ('infer', 'train', 'memory', 'detector', 'gemm')
+MMDET_DETECTOR = 'pvt/retinanet_pvt-{short}_fpn_1x_coco.py'  # in mmdet's packaged configs (mmdet::)
+MMDET_DEPTHS = {'tiny': [2, 2, 2, 2], 'small': [3, 4, 6, 3], 'medium': [3, 4, 18, 3], 'large': [3, 8, 27, 3]}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--arch', default='small', choices=sorted(MMDET_DEPTHS), help='PVT v1 variant')
+    parser.add_argument('--tasks', default=','.join(TASKS), help=f'comma-separated subset of {",".join(TASKS)}')
+    parser.add_argument('--infer-size', nargs=2, type=int, action='append', metavar=('H', 'W'))
+    parser.add_argument('--train-size', nargs=2, type=int, default=[512, 512], metavar=('H', 'W'))
+    parser.add_argument('--train-batch', type=int, default=2)
+    parser.add_argument('--memory-size', nargs=2, type=int, default=[800, 1333], metavar=('H', 'W'))
+    parser.add_argument('--memory-batch', type=int, default=2)
+    parser.add_argument('--detector-size', nargs=2, type=int, default=[800, 1333], metavar=('H', 'W'))
+    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    parser.add_argument('--amp', default=None, choices=['fp16', 'bf16'], help='autocast dtype (GPU users)')
+    parser.add_argument('--threads', type=int, default=None, help='torch threads (default: all cores)')
+    parser.add_argument('--json', default=None, help='write the results to this file')
+    parser.add_argument('--memory-worker', nargs=2, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.infer_size = args.infer_size or [[800, 1333], [224, 224]]
+    args.tasks = [t for t in args.tasks.split(',') if t]
+    unknown = set(args.tasks) - set(TASKS)
+    if unknown:
+        parser.error(f'unknown tasks {sorted(unknown)}; choose from {TASKS}')
+    return args
+
+
+# ----------------------------------------------------------------------------- models
+def build_backbones(arch: str, *, seed: int = 0) -> tuple[nn.Module, nn.Module]:
+    """mmdet's and mmpvt's PVT v1 ``arch``, ours loaded with mmdet's (initialised) weights."""
+    from mmdet.models.backbones.pvt import PyramidVisionTransformer as MMDetPVT
+
+    from mmpvt.convert import convert_state_dict
+    from mmpvt.models.pvt import PyramidVisionTransformer
+
+    torch.manual_seed(seed)
+    theirs = MMDetPVT(num_layers=MMDET_DEPTHS[arch])
+    theirs.init_weights()
+    ours = PyramidVisionTransformer.from_arch(arch)
+    ours.load_state_dict(convert_state_dict(theirs.state_dict(), ours), strict=True)
+    return theirs, ours
+
+
+def build_detectors(arch: str, *, seed: int = 0) -> tuple[nn.Module, nn.Module]:
+    """mmdet's RetinaNet-PVT config and the same config with mmpvt's backbone, same weights."""
+    import mmdet
+    from mmdet.registry import MODELS
+    from mmengine.config import Config
+    from mmengine.logging import MMLogger
+    from mmengine.registry import init_default_scope
+
+    import mmpvt  # noqa: F401  (registers PVT in mmdet's registry)
+    from mmpvt.convert import convert_state_dict
+
+    init_default_scope('mmdet')
+    MMLogger.get_current_instance().setLevel('WARNING')  # no per-parameter init report
+    configs = os.path.join(os.path.dirname(mmdet.__file__), '.mim', 'configs')
+    cfg = Config.fromfile(os.path.join(configs, MMDET_DETECTOR.format(short=arch[0])))
+    cfg.model.backbone.init_cfg = None  # no download; weights are copied below
+    torch.manual_seed(seed)
+    theirs = MODELS.build(cfg.model)
+    theirs.init_weights()
+    cfg.model.backbone = dict(type='PVT', arch=arch)
+    ours = MODELS.build(cfg.model)
+    state = theirs.state_dict()
+    backbone = {k[len('backbone.') :]: v for k, v in state.items() if k.startswith('backbone.')}
+    converted = {f'backbone.{k}': v for k, v in convert_state_dict(backbone, ours.backbone).items()}
+    rest = {k: v for k, v in state.items() if not k.startswith('backbone.')}
+    ours.load_state_dict({**rest, **converted}, strict=True)
+    return theirs, ours
+
+
+def detector_inputs(hw: tuple[int, int], device: str) -> tuple[torch.Tensor, list[Any]]:
+    """One normalised image and its data sample, as mmdet's data preprocessor would give."""
+    from mmdet.structures import DetDataSample
+
+    h, w = hw
+    sample = DetDataSample(
+        metainfo=dict(
+            img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w), batch_input_shape=(h, w), scale_factor=(1.0, 1.0)
+        )
+    )
+    return torch.randn(1, 3, h, w, device=device), [sample]
+
+
+# ----------------------------------------------------------------------------- helpers
+def sync(device: str) -> None:
+    if device == 'cuda':
+        torch.cuda.synchronize()
+
+
+def autocast(args: argparse.Namespace) -> Any:
+    if args.amp is None:
+        return nullcontext()
+    return torch.autocast(args.device, dtype=torch.float16 if args.amp == 'fp16' else torch.bfloat16)
+
+
+def time_pair(fns: dict[str, Callable[[], Any]], args: argparse.Namespace) -> dict[str, float]:
+    """Median seconds of each function; they alternate (in both orders) so load hits both."""
+    names = list(fns)
+    for _ in range(args.warmup):
+        for name in names:
+            fns[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for rep in range(args.repeats):
+        for name in names if rep % 2 == 0 else names[::-1]:
+            sync(args.device)
+            start = time.perf_counter()
+            fns[name]()
+            sync(args.device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def agree(theirs: Any, ours: Any, tol: float = 1e-5) -> tuple[bool, float, float]:
+    """(max |difference| <= tol × max |output|, max |difference|, that ratio)."""
+    pairs = list(zip(_flatten(theirs), _flatten(ours)))
+    diff = max((a.float() - b.float()).abs().max().item() for a, b in pairs)
+    scale = max(a.float().abs().max().item() for a, _ in pairs)
+    rel = diff / max(scale, 1e-12)
+    return rel <= tol, diff, rel
+
+
+def _flatten(out: Any) -> list[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    return [t for item in out for t in _flatten(item)]
+
+
+def gemm_rate(device: str, n: int = 2048, repeats: int = 5) -> float:
+    """fp32 GFLOP/s of an n×n×n ``torch.mm`` (median of ``repeats``)."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    out = torch.empty(n, n, device=device)
+    torch.mm(a, b, out=out)
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        torch.mm(a, b, out=out)
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def train_step(model: nn.Module, x: torch.Tensor, args: argparse.Namespace) -> None:
+    with autocast(args):
+        outs = model(x)
+        loss = sum(o.float().mean() for o in outs)
+    loss.backward()
+    model.zero_grad(set_to_none=True)
+
+
+# ----------------------------------------------------------------------------- tasks
+def run_infer(theirs: nn.Module, ours: nn.Module, args: argparse.Namespace, results: dict[str, Any]) -> None:
+    from mmpvt.analysis import count_macs
+
+    theirs.eval()
+    ours.eval()
+    for h, w in args.infer_size:
+        x = torch.randn(1, 3, h, w, device=args.device)
+        with torch.inference_mode(), autocast(args):
+            ok, diff, rel = agree(theirs(x), ours(x))
+            if not ok:
+                raise AssertionError(f'outputs differ at {h}×{w}: max |diff| {diff:.2e} ({rel:.1e} of scale)')
+            times = time_pair({'mmdet': lambda x=x: theirs(x), 'mmpvt': lambda x=x: ours(x)}, args)
+        macs = count_macs(ours, lambda m, x=x: m(x)).total
+        results[f'infer_{h}x{w}'] = dict(
+            **times, speedup=times['mmdet'] / times['mmpvt'], max_abs_diff=diff, max_rel_diff=rel, gmacs=macs / 1e9
+        )
+        print(f'  infer {h}×{w}: outputs agree (max |diff| {diff:.1e}, {rel:.1e} of scale)', flush=True)
+
+
+def run_train(theirs: nn.Module, ours: nn.Module, args: argparse.Namespace, results: dict[str, Any]) -> None:
+    theirs.train()
+    ours.train()
+    ours.with_cp = False
+    x = torch.randn(args.train_batch, 3, *args.train_size, device=args.device)
+    times = time_pair({'mmdet': lambda: train_step(theirs, x, args), 'mmpvt': lambda: train_step(ours, x, args)}, args)
+    h, w = args.train_size
+    results[f'train_{args.train_batch}x{h}x{w}'] = dict(**times, speedup=times['mmdet'] / times['mmpvt'])
+
+
+def run_detector(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    theirs, ours = build_detectors(args.arch)
+    theirs.to(args.device).eval()
+    ours.to(args.device).eval()
+    x, samples = detector_inputs(tuple(args.detector_size), args.device)
+    with torch.inference_mode(), autocast(args):
+        ok, diff, rel = agree(theirs(x, mode='tensor'), ours(x, mode='tensor'))
+        if not ok:
+            raise AssertionError(f'detector outputs differ: max |diff| {diff:.2e} ({rel:.1e} of scale)')
+        fns = {'mmdet': lambda: theirs.predict(x, samples), 'mmpvt': lambda: ours.predict(x, samples)}
+        times = time_pair(fns, args)
+    h, w = args.detector_size
+    results[f'retinanet_{h}x{w}'] = dict(**times, speedup=times['mmdet'] / times['mmpvt'], max_abs_diff=diff)
+    print(f'  detector {h}×{w}: head outputs agree (max |diff| {diff:.1e})', flush=True)
+
+
+def memory_worker(which: str, args: argparse.Namespace) -> float:
+    """Peak memory (MiB) one training step needs beyond model and input; run in a fresh process."""
+    theirs, ours = build_backbones(args.arch)
+    model = theirs if which == 'mmdet' else ours
+    if which == 'mmpvt_cp':
+        ours.with_cp = True
+    model.to(args.device).train()
+    x = torch.randn(args.memory_batch, 3, *args.memory_size, device=args.device)
+    del theirs, ours
+    if args.device == 'cuda':
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        train_step(model, x, args)
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')  # reset VmHWM to the current resident set
+    base = _status_kib('VmRSS')
+    train_step(model, x, args)
+    return (_status_kib('VmHWM') - base) / 1024
+
+
+def _status_kib(field: str) -> int:
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1])
+    raise RuntimeError(f'{field} not in /proc/self/status')
+
+
+def run_memory(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    peaks = {}
+    for which in ('mmdet', 'mmpvt_cp', 'mmpvt'):
+        cmd = [sys.executable, __file__, '--arch', args.arch, '--device', args.device, '--memory-worker', which, 'x']
+        cmd += ['--memory-size', *map(str, args.memory_size), '--memory-batch', str(args.memory_batch)]
+        cmd += ['--amp', args.amp] if args.amp else []
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        peaks[which] = float(out.strip().splitlines()[-1])
+    h, w = args.memory_size
+    results[f'memory_{args.memory_batch}x{h}x{w}'] = dict(
+        mmdet_mib=peaks['mmdet'],
+        mmpvt_cp_mib=peaks['mmpvt_cp'],
+        mmpvt_mib=peaks['mmpvt'],
+        ratio_cp=peaks['mmpvt_cp'] / peaks['mmdet'],
+        ratio=peaks['mmpvt'] / peaks['mmdet'],
+    )
+
+
+# ----------------------------------------------------------------------------- report
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    if os.path.exists('/proc/cpuinfo'):
+        with open('/proc/cpuinfo') as f:
+            names = [line.split(':', 1)[1].strip() for line in f if line.startswith('model name')]
+        cpu = names[0] if names else cpu
+    return dict(
+        cpu=cpu,
+        cores=os.cpu_count(),
+        threads=torch.get_num_threads(),
+        torch=torch.__version__,
+        load_average=os.getloadavg(),
+        device=args_device_name(),
+    )
+
+
+def args_device_name() -> str:
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu'
+
+
+def print_table(results: dict[str, Any]) -> None:
+    print('\n| measurement | mmdet | mmpvt | mmdet / mmpvt |\n|---|---|---|---|')
+    for name, r in results.items():
+        if name.startswith(('infer', 'train', 'retinanet')):
+            print(f'| {name} | {r["mmdet"]:.3f} s | {r["mmpvt"]:.3f} s | {r["speedup"]:.2f}× faster |')
+        elif name.startswith('memory'):
+            print(
+                f'| {name} peak (train step) | {r["mmdet_mib"]:.0f} MiB | {r["mmpvt_cp_mib"]:.0f} MiB with_cp '
+                f"({r['mmpvt_mib']:.0f} MiB without) | {r['ratio_cp']:.2f}× of mmdet's |"
+            )
+    if 'gemm' in results:
+        g = results['gemm']
+        print(
+            f'\nfp32 GEMM rate: {g["gemm_gflops"]:.0f} GFLOP/s. PVT backbone at {g["size"]}: '
+            f'{g["gflop"]:.0f} GFLOP ({g["gflop"] / 2:.1f} GMAC incl. attention), '
+            f'mmdet {g["mmdet_gflops"]:.0f} GFLOP/s ({g["mmdet_share"]:.0%}), '
+            f'mmpvt {g["mmpvt_gflops"]:.0f} GFLOP/s ({g["mmpvt_share"]:.0%} of the GEMM rate)'
+        )
+    print(f'machine: {results["machine"]}')
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.memory_worker:
+        print(memory_worker(args.memory_worker[0], args))
+        return {}
+    results: dict[str, Any] = {'machine': machine()}
+    needs_backbones = {'infer', 'train', 'gemm'} & set(args.tasks)
+    if needs_backbones:
+        theirs, ours = build_backbones(args.arch)
+        theirs.to(args.device)
+        ours.to(args.device)
+        if 'gemm' in args.tasks:
+            results['gemm_before'] = gemm_rate(args.device)
+        if 'infer' in args.tasks or 'gemm' in args.tasks:
+            run_infer(theirs, ours, args, results)
+        if 'gemm' in args.tasks:
+            rate = max(results.pop('gemm_before'), gemm_rate(args.device))
+            h, w = args.infer_size[0]
+            r = results[f'infer_{h}x{w}']
+            flop = 2 * r['gmacs']
+            results['gemm'] = dict(
+                gemm_gflops=rate,
+                size=f'{h}×{w}',
+                gflop=flop,
+                mmdet_gflops=flop / r['mmdet'],
+                mmpvt_gflops=flop / r['mmpvt'],
+                mmdet_share=flop / r['mmdet'] / rate,
+                mmpvt_share=flop / r['mmpvt'] / rate,
+            )
+        if 'train' in args.tasks:
+            run_train(theirs, ours, args, results)
+        del theirs, ours
+    if 'memory' in args.tasks:
+        run_memory(args, results)
+    if 'detector' in args.tasks:
+        run_detector(args, results)
+    results['machine']['load_average_end'] = os.getloadavg()
+    print_table(results)
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(results, f, indent=2)
+    return results
+
+
+if __name__ == '__main__':
+    main()
