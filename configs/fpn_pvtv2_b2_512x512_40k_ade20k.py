@@ -1,0 +1,13 @@
+# Semantic FPN with a PVTv2-b2 backbone, ADE20K 512x512, 40k iterations (PVTv2 paper: 45.2 mIoU).
+# The recipe of fpn_pvt_t_512x512_40k_ade20k.py; official ImageNet weights converted on load.
+_base_ = './fpn_pvt_t_512x512_40k_ade20k.py'
+
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='PVTv2',
+        arch='b2',
+        init_cfg=dict(type='Pretrained', checkpoint='pretrained/pvt_v2_b2.pth'),
+    ),
+    neck=dict(in_channels=[64, 128, 320, 512]),
+)

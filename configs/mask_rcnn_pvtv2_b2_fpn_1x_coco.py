@@ -1,0 +1,14 @@
+# Mask R-CNN with a PVTv2-b2 backbone, COCO 1x (PVTv2 paper: 45.3/41.2 box/mask AP).
+# The PVT recipe of mask_rcnn_pvt_t_fpn_1x_coco.py with the v2 backbone; the official ImageNet weights
+# (pvt_v2_b2.pth) are converted on load.
+_base_ = './mask_rcnn_pvt_t_fpn_1x_coco.py'
+
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='PVTv2',
+        arch='b2',
+        init_cfg=dict(type='Pretrained', checkpoint='pretrained/pvt_v2_b2.pth'),
+    ),
+    neck=dict(in_channels=[64, 128, 320, 512]),
+)

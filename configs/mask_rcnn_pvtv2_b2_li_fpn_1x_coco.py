@@ -1,0 +1,14 @@
+# Mask R-CNN with a PVTv2-b2_li backbone, COCO 1x (PVTv2 paper: 44.1/40.5 box/mask AP).
+# The PVT recipe of mask_rcnn_pvt_t_fpn_1x_coco.py with the v2 backbone; the official ImageNet weights
+# (pvt_v2_b2_li.pth) are converted on load.
+_base_ = './mask_rcnn_pvt_t_fpn_1x_coco.py'
+
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='PVTv2',
+        arch='b2_li',
+        init_cfg=dict(type='Pretrained', checkpoint='pretrained/pvt_v2_b2_li.pth'),
+    ),
+    neck=dict(in_channels=[64, 128, 320, 512]),
+)
