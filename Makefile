@@ -8,7 +8,8 @@ setup:
 	bash tools/setup_env.sh
 
 demo: setup
-	$(PYTHON) tools/smoke.py
+	$(PYTHON) tools/dataset_converters/make_toy_data.py coco data/toy_coco
+	$(PYTHON) tools/train.py configs/toy/retinanet_pvt_t_fpn_toy_coco.py
 
 lint:
 	$(PYTHON) -m ruff check .

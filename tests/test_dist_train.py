@@ -1,0 +1,88 @@
+"""tools/dist_train.sh with 2 CPU processes (gloo) trains, saves a checkpoint, and logs on its
+first iteration the same loss as a 1-process run with the same total batch and seed.
+
+What makes the two runs comparable: the same seed (so the same initial weights, and the same
+sampler permutation: the 2 ranks take its items 0, 2 and 1, 3, the single process items 0..3),
+a pipeline without random augmentation, no dropout or drop path, GroupNorm instead of
+BatchNorm (whose batch statistics depend on the per-process batch), a loss averaged over a
+fixed number of pixels per image, and logged losses averaged over ranks (RankMeanLossHook).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO, TINY, TOY_CONFIGS
+
+pytestmark = pytest.mark.slow
+
+TINY_CONFIG = """
+_base_ = '{base}'
+data_root = '{data_root}'
+pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='PackSegInputs'),
+]
+model = dict(
+    data_preprocessor=dict(size=({size}, {size})),
+    backbone=dict(drop_path_rate=0.0),
+    decode_head=dict(dropout_ratio=0.0, norm_cfg=dict(type='GN', num_groups=32, requires_grad=True)),
+)
+loader = dict(num_workers=0, persistent_workers=False, dataset=dict(data_root=data_root, pipeline=pipeline))
+train_dataloader = dict(batch_size={batch_size}, **loader)
+val_dataloader = dict(batch_size=2, **loader)
+test_dataloader = val_dataloader
+train_cfg = dict(max_iters=2, val_interval=1000)
+default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=2))
+randomness = dict(seed=0)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def write_config(path: Path, data_root: Path, batch_size: int) -> Path:
+    base = TOY_CONFIGS / 'fpn_pvt_t_toy_ade.py'
+    root = data_root / 'ADEChallengeData2016'
+    path.write_text(TINY_CONFIG.format(base=base, data_root=root, batch_size=batch_size, size=TINY))
+    return path
+
+
+def logged_losses(work_dir: Path) -> dict[int, float]:
+    """iteration -> logged loss, from the Runner's json log."""
+    (log,) = work_dir.glob('*/vis_data/scalars.json')
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    return {r['iter']: r['loss'] for r in records if 'loss' in r}
+
+
+def run(command: list[str], **env: str) -> None:
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, **env})
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+
+
+def test_two_cpu_processes_log_the_loss_of_one(toy_ade: Path, tmp_path: Path) -> None:
+    single = write_config(tmp_path / 'single.py', toy_ade, batch_size=4)
+    double = write_config(tmp_path / 'double.py', toy_ade, batch_size=2)
+
+    run([sys.executable, 'tools/train.py', str(single), '--work-dir', str(tmp_path / 'single')])
+    run(
+        ['bash', 'tools/dist_train.sh', str(double), '2', '--work-dir', str(tmp_path / 'double')],
+        PORT=str(free_port()),
+        PYTHON=sys.executable,
+        OMP_NUM_THREADS='1',
+    )
+
+    assert (tmp_path / 'double' / 'iter_2.pth').is_file()
+    one, two = logged_losses(tmp_path / 'single'), logged_losses(tmp_path / 'double')
+    assert 1 in one and 1 in two
+    assert two[1] == pytest.approx(one[1], abs=1e-4)
