@@ -20,10 +20,25 @@ from torch import nn
 
 from .convert import convert_with_report
 
+
+def history_buffer_getattr(obj: Any, name: str) -> Any:
+    """``getattr`` restricted to what mmengine checkpoints need: ``HistoryBuffer``'s statistics methods.
+
+    Every ``HistoryBuffer`` in a checkpoint's message hub pickles its statistics methods
+    as ``getattr(HistoryBuffer, 'mean')`` and so on. An unrestricted ``getattr`` would
+    defeat the weights-only unpickler, so this one refuses everything else.
+    """
+    if obj is HistoryBuffer and name in ('min', 'max', 'current', 'mean'):
+        return getattr(obj, name)
+    raise pickle.UnpicklingError(f'refusing getattr({obj!r}, {name!r}) while loading a checkpoint')
+
+
 #: Types an mmengine-saved checkpoint holds beyond tensors and builtins: the
-#: message hub's ``HistoryBuffer`` and numpy scalars/arrays in ``meta``.
+#: message hub's ``HistoryBuffer`` (whose statistics methods pickle through a
+#: restricted ``getattr``) and numpy scalars/arrays in ``meta``.
 MMENGINE_SAFE_GLOBALS: list[Any] = [
     HistoryBuffer,
+    (history_buffer_getattr, 'builtins.getattr'),
     np.dtype,
     np.ndarray,
     np._core.multiarray.scalar,
