@@ -7,8 +7,9 @@ counter runs one forward pass with hooks and adds, per module:
 
 - ``nn.Conv2d`` / ``nn.Linear``: output elements × input elements per output;
 - :class:`~mmpvt.layers.SpatialReductionAttention`: Q·Kᵀ and A·V via
-  :func:`~mmpvt.layers.sra_macs` (its projections and reduction conv are counted as
-  the convs and linears they are);
+  :func:`~mmpvt.layers.sra_macs` (its projections are counted as the linears they
+  are; its kernel = stride reduction conv, which runs as a GEMM rather than a module
+  call, is counted here, as is :class:`~mmpvt.layers.PatchEmbed`'s);
 - ``nn.MultiheadAttention`` (mmdet's PVT): its in/out projections, which it runs as
   functional calls (its ``out_proj`` module is never called), plus Q·Kᵀ and A·V.
 
@@ -26,7 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..layers import SpatialReductionAttention, sra_macs
+from ..layers import PatchEmbed, SpatialReductionAttention, sra_macs
+from ..layers.fused import fused_kernels, is_patch_conv
 
 
 @dataclass
@@ -56,17 +58,21 @@ class MacCount:
         self.by_module[name] += macs
 
 
+def _per_output(conv: nn.Conv2d) -> int:
+    return conv.in_channels // conv.groups * conv.kernel_size[0] * conv.kernel_size[1]
+
+
 def _conv_macs(module: nn.Conv2d, out: torch.Tensor) -> int:
-    per_output = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
-    return out.numel() * per_output
+    return out.numel() * _per_output(module)
 
 
 def _linear_macs(module: nn.Linear, out: torch.Tensor) -> int:
     return out.numel() * module.in_features
 
 
-def _sra_macs(module: SpatialReductionAttention, x: torch.Tensor, hw_shape: tuple[int, int]) -> int:
-    per_image = sra_macs(
+def _sra_macs(module: SpatialReductionAttention, x: torch.Tensor, hw_shape: tuple[int, int]) -> tuple[int, int]:
+    """Q·Kᵀ plus A·V, and the reduction conv when it runs as a GEMM (not as a module call)."""
+    products = sra_macs(
         tuple(hw_shape),
         module.embed_dims,
         module.sr_ratio,
@@ -74,7 +80,19 @@ def _sra_macs(module: SpatialReductionAttention, x: torch.Tensor, hw_shape: tupl
         linear=module.linear,
         pool_size=module.pool_size,
     )
-    return x.shape[0] * per_image
+    reduction = 0
+    if module.sr is not None and not module.linear and is_patch_conv(module.sr):
+        h, w = module.reduced_shape(tuple(hw_shape))
+        reduction = h * w * module.embed_dims * _per_output(module.sr)
+    return x.shape[0] * products, x.shape[0] * reduction
+
+
+def _patch_embed_macs(module: PatchEmbed, out: tuple[torch.Tensor, tuple[int, int]]) -> int:
+    """The patch conv when it runs as a GEMM over gathered patches (not as a module call)."""
+    if not is_patch_conv(module.proj):
+        return 0  # the conv module itself runs and is counted
+    tokens, _hw = out
+    return tokens.shape[0] * tokens.shape[1] * module.proj.out_channels * _per_output(module.proj)
 
 
 def _mha_macs(module: nn.MultiheadAttention, query: torch.Tensor, key: torch.Tensor) -> int:
@@ -103,10 +121,14 @@ def count_macs(model: nn.Module, run: Callable[[nn.Module], Any]) -> MacCount:
 
     def hook(name: str) -> Callable[..., None]:
         def count(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
-            if isinstance(module, SpatialReductionAttention):
+            if isinstance(module, PatchEmbed):
+                result.add(name, 'conv', _patch_embed_macs(module, out))
+            elif isinstance(module, SpatialReductionAttention):
                 x = args[0] if args else kwargs['x']
                 hw = args[1] if len(args) > 1 else kwargs['hw_shape']
-                result.add(name, 'attention', _sra_macs(module, x, hw))
+                products, reduction = _sra_macs(module, x, hw)
+                result.add(name, 'attention', products)
+                result.add(f'{name}.sr', 'conv', reduction)
             elif isinstance(module, nn.MultiheadAttention):
                 query = args[0] if args else kwargs['query']
                 key = args[1] if len(args) > 1 else kwargs.get('key', query)
@@ -118,12 +140,12 @@ def count_macs(model: nn.Module, run: Callable[[nn.Module], Any]) -> MacCount:
 
         return count
 
-    counted = (nn.Conv2d, nn.Linear, SpatialReductionAttention, nn.MultiheadAttention)
+    counted = (nn.Conv2d, nn.Linear, PatchEmbed, SpatialReductionAttention, nn.MultiheadAttention)
     for name, module in model.named_modules():
         if isinstance(module, counted):
             handles.append(module.register_forward_hook(hook(name), with_kwargs=True))
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), fused_kernels(False):  # plain module calls, visible to hooks
             run(model)
     finally:
         for handle in handles:
@@ -144,3 +166,27 @@ def backbone_macs(arch: str, hw_shape: tuple[int, int] = (224, 224), **overrides
     model = PyramidVisionTransformer.from_arch(arch, **overrides).eval()
     image = torch.zeros(1, model.in_channels, *hw_shape)
     return count_macs(model, lambda m: m(image))
+
+
+def config_macs(config: str, hw_shape: tuple[int, int], *, backbone_only: bool = False) -> MacCount:
+    """Multiply-adds of the model of an mmdet or mmseg config on one ``hw_shape`` image.
+
+    The model is built without loading any pretrained weights (they do not change the
+    count) and run once through its ``mode='tensor'`` forward: backbone, neck and
+    heads, without post-processing such as NMS.
+
+    Args:
+        config: path of an mmengine config with a ``model`` entry.
+        hw_shape: (H, W) of the input image.
+        backbone_only: count ``model.backbone`` alone.
+    """
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+
+    cfg = Config.fromfile(config)
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    model = MODELS.build(cfg.model).eval()
+    image = torch.zeros(1, 3, *hw_shape)
+    if backbone_only:
+        return count_macs(model.backbone, lambda m: m(image))
+    return count_macs(model, lambda m: m(image, mode='tensor'))

@@ -17,11 +17,30 @@ Two kinds of helpers, both exact up to fp32 rounding:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 _MKLDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, '_linear_pointwise')
+_enabled = True
+
+
+@contextmanager
+def fused_kernels(enabled: bool) -> Iterator[None]:
+    """Allow (default) or forbid the fused inference kernels inside the ``with`` block.
+
+    Forbidding them runs the plain module calls, e.g. to compare both paths or to let
+    forward hooks see every linear layer.
+    """
+    global _enabled
+    previous, _enabled = _enabled, enabled
+    try:
+        yield
+    finally:
+        _enabled = previous
 
 
 def tracing() -> bool:
@@ -36,11 +55,13 @@ def tracing() -> bool:
 def fusable(x: torch.Tensor, module: nn.Module) -> bool:
     """True if the fused oneDNN inference kernels may replace ``module``'s plain ops on ``x``.
 
-    That is: oneDNN is available, ``x`` is an fp32 CPU tensor, nothing needs a
-    gradient and ``module`` is in eval mode (so dropout and stochastic depth are off).
+    That is: they are enabled (:func:`fused_kernels`), oneDNN is available, ``x`` is
+    an fp32 CPU tensor, nothing needs a gradient and ``module`` is in eval mode (so
+    dropout and stochastic depth are off).
     """
     return (
-        _MKLDNN
+        _enabled
+        and _MKLDNN
         and not module.training
         and not torch.is_grad_enabled()
         and x.device.type == 'cpu'
