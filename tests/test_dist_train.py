@@ -86,3 +86,5 @@ def test_two_cpu_processes_log_the_loss_of_one(toy_ade: Path, tmp_path: Path) ->
     one, two = logged_losses(tmp_path / 'single'), logged_losses(tmp_path / 'double')
     assert 1 in one and 1 in two
     assert two[1] == pytest.approx(one[1], abs=1e-4)
+    # DDP averaged the two halves' gradients into the single process's update
+    assert two[2] == pytest.approx(one[2], abs=1e-4)

@@ -6,7 +6,7 @@ _base_ = '../mask_rcnn_pvt_t_fpn_1x_coco.py'
 data_root = 'data/toy_coco/'
 metainfo = dict(classes=('circle', 'square', 'triangle', 'star'))
 image_size = (128, 128)
-max_epochs = 12
+max_epochs = 4
 
 model = dict(
     backbone=dict(init_cfg=None),

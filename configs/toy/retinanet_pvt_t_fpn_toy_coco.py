@@ -1,12 +1,13 @@
 # RetinaNet-PVT-T on the toy COCO of tools/dataset_converters/make_toy_data.py (128x128 images,
-# four shape classes), from scratch, sized for a CPU: batch 8, AdamW 5e-4 with cosine decay.
+# four shape classes), from scratch, sized for a CPU: batch 8, AdamW 5e-4 with cosine decay over
+# 4 epochs (the `make demo` run; tools/analysis/learning_run.py trains it longer).
 # Write the data first: python tools/dataset_converters/make_toy_data.py coco data/toy_coco
 _base_ = '../retinanet_pvt_t_fpn_1x_coco.py'
 
 data_root = 'data/toy_coco/'
 metainfo = dict(classes=('circle', 'square', 'triangle', 'star'))
 image_size = (128, 128)
-max_epochs = 12
+max_epochs = 4
 
 model = dict(backbone=dict(init_cfg=None), bbox_head=dict(num_classes=4))
 
