@@ -172,13 +172,20 @@ def reference_b2_li(sd: dict[str, torch.Tensor], image: torch.Tensor) -> list[to
     return outs
 
 
-@pytest.mark.parametrize('image_hw', [(160, 160), (96, 160)])
-def test_b2_li_matches_the_papers_equations(tmp_path: Path, image_hw: tuple[int, int]) -> None:
+@pytest.fixture(scope='module')
+def b2_li_official(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+    """(mmpvt b2-li loaded by ``init_cfg`` from an official-layout file, that file's state dict)."""
     official = to_official(randomize_(fresh_pvt('b2_li'), seed=3).state_dict())
-    path = tmp_path / 'pvt_v2_b2_li.pth'
+    path = tmp_path_factory.mktemp('official') / 'pvt_v2_b2_li.pth'
     torch.save(official, path)
     ours = fresh_pvt('b2_li', init_cfg=dict(type='Pretrained', checkpoint=str(path)))
     ours.init_weights()
+    return ours, official
+
+
+@pytest.mark.parametrize('image_hw', [(160, 160), (96, 160)])
+def test_b2_li_matches_the_papers_equations(b2_li_official, image_hw: tuple[int, int]) -> None:
+    ours, official = b2_li_official
     image = torch.randn(1, 3, *image_hw, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         outs, refs = ours(image), reference_b2_li(official, image)
