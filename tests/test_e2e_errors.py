@@ -1,0 +1,75 @@
+"""The tools fail early with messages that say what to do: bad scope, missing files, missing data."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO, TOY_CONFIGS
+
+from mmpvt.apis import launch
+from mmpvt.apis.launch import ConfigError, train_config, train_parser
+
+RETINANET_TOY = str(TOY_CONFIGS / 'retinanet_pvt_t_fpn_toy_coco.py')
+FPN_TOY = str(TOY_CONFIGS / 'fpn_pvt_t_toy_ade.py')
+
+
+def write(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize('scope_line', ['', "default_scope = 'mmpretrain'\n"], ids=['missing', 'unknown'])
+def test_unusable_default_scope(tmp_path: Path, scope_line: str) -> None:
+    config = write(tmp_path / 'cfg.py', scope_line + 'model = dict(type="X")\n')
+    with pytest.raises(ConfigError, match=r'expected default_scope = "mmdet" .* or "mmseg"'):
+        train_config(train_parser().parse_args([config]))
+
+
+def test_missing_checkpoint(tmp_path: Path) -> None:
+    args = launch.test_parser().parse_args([RETINANET_TOY, str(tmp_path / 'nope.pth')])
+    with pytest.raises(ConfigError, match=r'checkpoint file not found: .*nope\.pth'):
+        launch.test_config(args)
+
+
+def test_missing_resume_checkpoint(tmp_path: Path) -> None:
+    args = train_parser().parse_args([RETINANET_TOY, '--resume', str(tmp_path / 'nope.pth')])
+    with pytest.raises(ConfigError, match='--resume: checkpoint file not found'):
+        train_config(args)
+
+
+def test_missing_pretrained_backbone(tmp_path: Path) -> None:
+    config = str(REPO / 'configs' / 'retinanet_pvt_t_fpn_1x_coco.py')
+    with pytest.raises(ConfigError, match=r'backbone checkpoint pretrained/pvt_tiny\.pth not found.*init_cfg=None'):
+        train_config(train_parser().parse_args([config, '--work-dir', str(tmp_path)]))
+
+
+@pytest.mark.parametrize(
+    ('config', 'root', 'command'),
+    [
+        (RETINANET_TOY, 'missing_coco', 'make_toy_data.py coco {root}'),
+        (FPN_TOY, 'missing_ade/ADEChallengeData2016', 'make_toy_data.py ade {parent}'),
+    ],
+    ids=['coco', 'ade'],
+)
+def test_missing_dataset_names_layout_and_command(tmp_path: Path, config: str, root: str, command: str) -> None:
+    data_root = tmp_path / root
+    options = [f'{loader}.dataset.data_root={data_root}' for loader in ('train_dataloader', 'val_dataloader')]
+    args = train_parser().parse_args([config, '--work-dir', str(tmp_path), '--cfg-options', *options])
+    with pytest.raises(ConfigError) as error:
+        train_config(args)
+    message = str(error.value)
+    assert f'{data_root} not found' in message
+    assert 'Expected layout under data_root' in message
+    assert command.format(root=data_root, parent=data_root.parent) in message
+
+
+def test_train_tool_exits_with_the_message(tmp_path: Path) -> None:
+    config = write(tmp_path / 'cfg.py', 'model = dict(type="X")\n')
+    result = subprocess.run(
+        [sys.executable, 'tools/train.py', config], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 1
+    assert 'error:' in result.stderr and 'no default_scope' in result.stderr
