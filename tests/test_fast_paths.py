@@ -1,0 +1,112 @@
+"""The optimised paths give the plain paths' numbers (correctness only, nothing timed)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmpvt.layers import Mlp, PatchEmbed
+from mmpvt.layers.fused import fused_kernels, is_patch_conv, linear_add, linear_gelu, strided_patch_linear
+from mmpvt.models.pvt import PyramidVisionTransformer
+
+
+def conv_tokens(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    return conv(x).flatten(2).transpose(1, 2)
+
+
+@pytest.mark.parametrize(('cin', 'cout', 'k', 'hw'), [(3, 16, 4, (33, 31)), (16, 24, 2, (9, 14)), (8, 8, 8, (17, 23))])
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_strided_patch_linear_is_the_conv(
+    cin: int, cout: int, k: int, hw: tuple[int, int], channels_last: bool
+) -> None:
+    torch.manual_seed(0)
+    conv = nn.Conv2d(cin, cout, k, k)
+    x = torch.randn(2, cin, *hw)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    assert is_patch_conv(conv)
+    torch.testing.assert_close(strided_patch_linear(x, conv), conv_tokens(conv, x), atol=1e-5, rtol=1e-5)
+
+
+def test_strided_patch_linear_gradients_match_the_conv() -> None:
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 8, 4, 4)
+    x = torch.randn(1, 8, 18, 13, requires_grad=True)
+    conv_tokens(conv, x).square().sum().backward()
+    expected = x.grad.clone(), conv.weight.grad.clone(), conv.bias.grad.clone()
+    x.grad = conv.weight.grad = conv.bias.grad = None
+    strided_patch_linear(x, conv).square().sum().backward()
+    for got, want in zip((x.grad, conv.weight.grad, conv.bias.grad), expected):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-5)
+
+
+def test_overlapping_conv_is_not_a_patch_conv() -> None:
+    assert not is_patch_conv(nn.Conv2d(3, 8, 7, 4, padding=3))
+    assert not is_patch_conv(nn.Conv2d(8, 8, 3, 1, padding=1, groups=8))
+
+
+@pytest.mark.parametrize('kernel', [4, 7])
+def test_patch_embed_matches_conv_then_norm(kernel: int) -> None:
+    torch.manual_seed(0)
+    embed = PatchEmbed(3, 16, kernel, 4, padding=kernel // 2 if kernel == 7 else 0)
+    x = torch.randn(2, 3, 37, 29)
+    tokens, hw = embed(x)
+    expected = embed.norm(conv_tokens(embed.proj, x))
+    assert hw == (embed.output_size(37), embed.output_size(29))
+    torch.testing.assert_close(tokens, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_fused_linear_kernels_match_the_plain_ops() -> None:
+    torch.manual_seed(0)
+    fc = nn.Linear(32, 64)
+    x, other = torch.randn(2, 50, 32), torch.randn(2, 50, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(linear_gelu(x, fc), F.gelu(fc(x)), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(linear_add(x, fc, other), other + fc(x), atol=1e-5, rtol=1e-5)
+
+
+def test_mlp_hidden_is_fused_only_without_gradients() -> None:
+    torch.manual_seed(0)
+    mlp = Mlp(16, 64).eval()
+    x = torch.randn(1, 12, 16)
+    with torch.no_grad():
+        fused = mlp(x, (3, 4))
+        with fused_kernels(False):
+            plain = mlp(x, (3, 4))
+    torch.testing.assert_close(fused, plain, atol=1e-5, rtol=1e-5)
+    assert mlp(x, (3, 4)).requires_grad  # with autograd: the plain, differentiable path
+
+
+@pytest.mark.parametrize('arch', ['tiny', 'b0', 'b2_li'])
+@pytest.mark.parametrize('hw', [(64, 64), (67, 93)])
+def test_backbone_fused_and_plain_paths_agree(arch: str, hw: tuple[int, int]) -> None:
+    torch.manual_seed(0)
+    model = PyramidVisionTransformer.from_arch(arch).eval()
+    x = torch.randn(2, 3, *hw)
+    with torch.inference_mode():
+        fused = model(x)
+        with fused_kernels(False):
+            plain = model(x)
+    explicit = PyramidVisionTransformer.from_arch(arch, fused_attn=False).eval()
+    explicit.load_state_dict(model.state_dict())
+    with torch.no_grad(), fused_kernels(False):
+        reference = explicit(x)
+    for f, p, r in zip(fused, plain, reference):
+        assert f.is_contiguous()
+        torch.testing.assert_close(f, p, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(f, r, atol=1e-5, rtol=1e-5)
+
+
+def test_training_path_gradients_do_not_depend_on_the_fused_switch() -> None:
+    torch.manual_seed(0)
+    model = PyramidVisionTransformer.from_arch('tiny', drop_path_rate=0.0).train()
+    x = torch.randn(1, 3, 64, 64)
+    sum(o.mean() for o in model(x)).backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    model.with_cp = True
+    sum(o.mean() for o in model(x)).backward()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, grads[name], atol=1e-6, rtol=1e-5, msg=name)
