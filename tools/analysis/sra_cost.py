@@ -82,7 +82,6 @@ def measure(args: argparse.Namespace) -> list[dict[str, float]]:
 
 def plot(rows: list[dict[str, float]], path: Path) -> None:
     import matplotlib
-
     import matplotlib.ticker
 
     matplotlib.use('Agg')
