@@ -62,8 +62,12 @@ def load_file(path: str | os.PathLike[str], map_location: str | torch.device = '
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f'checkpoint file not found: {path}')
+    # safe_globals() removes its globals on exit: add only those not already allowed
+    # process-wide (allow_mmengine_checkpoints), so that they stay allowed afterwards.
+    allowed = torch.serialization.get_safe_globals()
+    extra = [item for item in MMENGINE_SAFE_GLOBALS if item not in allowed]
     try:
-        with torch.serialization.safe_globals(MMENGINE_SAFE_GLOBALS):
+        with torch.serialization.safe_globals(extra):
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         raise ValueError(
