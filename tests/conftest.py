@@ -50,3 +50,47 @@ def toy_config(name: str, data_root: Path, work_dir: Path) -> Config:
     cfg.work_dir = str(work_dir)
     cfg.launcher = 'none'
     return cfg
+
+
+MAX_EPOCHS = 5  # 8 images / batch 2 = 4 iterations per epoch: 20 iterations
+
+#: Toy RetinaNet-PVT-T made small for a test: depths (1, 1, 1, 1), 32-channel FPN and head,
+#: 64-pixel images, a checkpoint every epoch, no validation.
+SMALL_CONFIG = """
+_base_ = '{base}'
+data_root = '{data_root}/'
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='Resize', scale=(64, 64), keep_ratio=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackDetInputs'),
+]
+loader = dict(num_workers=0, persistent_workers=False)
+train_dataloader = dict(batch_size=2, **loader, dataset=dict(data_root=data_root, pipeline=train_pipeline))
+val_dataloader = dict(batch_size=2, **loader, dataset=dict(data_root=data_root))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
+test_evaluator = val_evaluator
+model = dict(
+    backbone=dict(depths=(1, 1, 1, 1)),
+    neck=dict(out_channels=32),
+    bbox_head=dict(in_channels=32, feat_channels=32, stacked_convs=1),
+    data_preprocessor=dict(pad_size_divisor=32),
+)
+max_epochs = {max_epochs}
+train_cfg = dict(max_epochs=max_epochs, val_begin=1000)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=8),
+    dict(type='CosineAnnealingLR', eta_min=1e-5, begin=0, end=max_epochs, by_epoch=True, convert_to_iter_based=True),
+]
+default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1))
+randomness = dict(seed=0, deterministic=True)
+"""
+
+
+def small_config(path: Path, data_root: Path, max_epochs: int = MAX_EPOCHS) -> Path:
+    """The small toy RetinaNet config reading ``data_root``, written to ``path``."""
+    base = TOY_CONFIGS / 'retinanet_pvt_t_fpn_toy_coco.py'
+    path.write_text(SMALL_CONFIG.format(base=base, data_root=data_root, max_epochs=max_epochs))
+    return path

@@ -13,17 +13,28 @@ import argparse
 import importlib
 import os
 import os.path as osp
-import pickle
+import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 from mmengine.config import Config, DictAction
-from mmengine.logging import HistoryBuffer, print_log
+from mmengine.logging import print_log
 from mmengine.runner import Runner
 
-from ..checkpoint import allow_mmengine_checkpoints
+from ..checkpoint import allow_mmengine_checkpoints, load_file
+from .amp import amp_optim_wrapper
+from .checks import (
+    ConfigError,
+    check_cfg_options,
+    check_checkpoint_fits,
+    check_image_files,
+    check_neck_channels,
+    check_train_data,
+    check_work_dir,
+)
 from .distributed import RankMeanLossHook, prepare_cpu_distributed
+from .resume import ResumableRandomnessHook, latest_readable_checkpoint, use_atomic_checkpoints
 
 #: Supported ``default_scope`` values and the package each one needs.
 SCOPES = {'mmdet': 'mmdet', 'mmseg': 'mmsegmentation'}
@@ -41,32 +52,6 @@ DATASET_LAYOUTS = {
         'ade',
     ),
 }
-
-
-def history_buffer_getattr(obj: Any, name: str) -> Any:
-    """``getattr`` restricted to what mmengine checkpoints need: ``HistoryBuffer``'s statistics methods.
-
-    Every ``HistoryBuffer`` in a checkpoint's message hub pickles its statistics methods
-    as ``getattr(HistoryBuffer, 'mean')`` and so on. An unrestricted ``getattr`` would
-    defeat the weights-only unpickler, so this one refuses everything else.
-    """
-    if obj is HistoryBuffer and name in ('min', 'max', 'current', 'mean'):
-        return getattr(obj, name)
-    raise pickle.UnpicklingError(f'refusing getattr({obj!r}, {name!r}) while loading a checkpoint')
-
-
-def allow_checkpoints() -> None:
-    """Let mmengine's plain ``torch.load`` read mmengine checkpoints, keeping weights-only loading.
-
-    :func:`mmpvt.checkpoint.allow_mmengine_checkpoints` plus :func:`history_buffer_getattr`
-    standing in for ``builtins.getattr``.
-    """
-    allow_mmengine_checkpoints()
-    torch.serialization.add_safe_globals([(history_buffer_getattr, 'builtins.getattr')])
-
-
-class ConfigError(ValueError):
-    """A config or a file it names is not usable; the message says how to fix it."""
 
 
 def load_config(path: str, cfg_options: dict[str, Any] | None = None) -> Config:
@@ -87,7 +72,9 @@ def load_config(path: str, cfg_options: dict[str, Any] | None = None) -> Config:
         raise ConfigError(f'config file not found: {path}')
     cfg = Config.fromfile(path)
     if cfg_options:
+        check_cfg_options(cfg, cfg_options)
         cfg.merge_from_dict(cfg_options)
+    check_neck_channels(cfg)
     scope = cfg.get('default_scope')
     if scope not in SCOPES:
         found = 'no default_scope' if scope is None else f'default_scope={scope!r}'
@@ -212,6 +199,11 @@ def _setup(cfg: Config, args: argparse.Namespace) -> None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
 
 
+def _bare(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a DDP-style wrapper, or the model itself."""
+    return model.module if isinstance(getattr(model, 'module', None), torch.nn.Module) else model
+
+
 def build_runner(cfg: Config) -> Runner:
     """Build the Runner (a custom one if the config has ``runner_type``), CPU-distributed if needed."""
     prepare_cpu_distributed(cfg, cfg.launcher)
@@ -223,6 +215,7 @@ def build_runner(cfg: Config) -> Runner:
         runner = Runner.from_cfg(cfg)
     if cfg.launcher != 'none':
         runner.register_hook(RankMeanLossHook())
+    runner.register_hook(ResumableRandomnessHook())
     return runner
 
 
@@ -231,8 +224,7 @@ def train_config(args: argparse.Namespace) -> Config:
     cfg = load_config(args.config, args.cfg_options)
     _setup(cfg, args)
     if args.amp:
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.loss_scale = 'dynamic'
+        amp_optim_wrapper(cfg.optim_wrapper)
     if args.auto_scale_lr:
         if not {'enable', 'base_batch_size'} <= set(cfg.get('auto_scale_lr') or {}):
             raise ConfigError(
@@ -248,7 +240,32 @@ def train_config(args: argparse.Namespace) -> Config:
         cfg.resume, cfg.load_from = True, args.resume
     check_pretrained(cfg)
     check_data(cfg, ['train_dataloader', 'val_dataloader'])
+    check_resume(cfg, args.resume)
+    use_atomic_checkpoints(cfg)
     return cfg
+
+
+def check_resume(cfg: Config, resume: str | None) -> None:
+    """Protect a work dir's checkpoints and pick a readable one to resume from.
+
+    Without ``--resume`` a work dir holding checkpoints is refused. ``--resume``
+    (auto) continues from :func:`~mmpvt.apis.resume.latest_readable_checkpoint`;
+    ``--resume PATH`` must name a readable checkpoint.
+
+    Raises:
+        ConfigError: checkpoints would be overwritten, or none can be read.
+    """
+    if resume is None:
+        check_work_dir(cfg.work_dir)
+        return
+    try:
+        if resume == 'auto':
+            cfg.load_from = latest_readable_checkpoint(cfg.work_dir)
+            cfg.resume = cfg.load_from is not None
+        else:
+            load_file(cfg.load_from)
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(f'--resume: {err}') from err
 
 
 def validation_metrics(runner: Runner) -> dict[str, float]:
@@ -259,10 +276,23 @@ def validation_metrics(runner: Runner) -> dict[str, float]:
 
 def train(argv: Sequence[str] | None = None) -> dict[str, float]:
     """Entry point of ``tools/train.py``; returns the last validation metrics."""
-    allow_checkpoints()
+    allow_mmengine_checkpoints()
     cfg = train_config(train_parser().parse_args(argv))
     runner = build_runner(cfg)
-    runner.train()
+    if cfg.get('resume') and cfg.get('load_from'):
+        check_checkpoint_fits(_bare(runner.model), cfg.load_from)
+    check_train_data(runner)
+    check_image_files(runner)
+    try:
+        runner.train()
+    except AssertionError as err:  # mmcv's LoadImageFromFile: 'failed to load image: PATH'
+        unreadable = re.search(r'failed to load image: (\S+)', str(err))
+        if unreadable is None:
+            raise
+        raise ConfigError(
+            f'cannot decode image {unreadable.group(1)}: the file is corrupt or not an image; expected a JPEG or '
+            'PNG that OpenCV can read (grey and RGBA images are fine): replace it or remove its annotation entry'
+        ) from err
     metrics = validation_metrics(runner)
     if metrics:
         summary = ', '.join(f'{k}={v:.4g}' for k, v in metrics.items())
@@ -299,10 +329,11 @@ def test_config(args: argparse.Namespace) -> Config:
 
 def test(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Entry point of ``tools/test.py``; returns the test metrics."""
-    allow_checkpoints()
+    allow_mmengine_checkpoints()
     args = test_parser().parse_args(argv)
     cfg = test_config(args)
     runner = build_runner(cfg)
+    check_checkpoint_fits(_bare(runner.model), args.checkpoint)
     if args.out:
         if cfg.default_scope == 'mmdet':
             from mmdet.evaluation import DumpDetResults as Dump

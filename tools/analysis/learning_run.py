@@ -92,6 +92,8 @@ def run_config(name: str, work_root: Path) -> dict[str, Any]:
         runner.train()
     except BudgetSpentError:
         runner.val_loop.run()
+    # the weights it ended with, for tools/demo.py (a budget stop saves no checkpoint of its own)
+    runner.save_checkpoint(cfg.work_dir, 'final.pth', save_optimizer=False, save_param_scheduler=False)
     reached = [p for p in hook.points if p.get(metric, 0) >= target]
     return dict(
         config=f'configs/toy/{config}.py',

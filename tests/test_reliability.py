@@ -1,0 +1,279 @@
+"""Faults a training run survives, each on toy COCO with the real Runner through tools/train.py.
+
+* SIGKILL mid-run, then ``--resume`` (auto, or a given checkpoint): the run continues from the
+  last checkpoint and ends with the weights, optimizer and scheduler state of a run that was
+  never interrupted.
+* A truncated checkpoint is never resumed from: the previous readable one is, with a warning.
+* Two runs with the same seed log identical losses for the first 20 iterations.
+* A work dir holding another run's checkpoints is not overwritten without ``--resume``.
+
+What makes CPU runs repeatable: ``randomness=dict(seed=0, deterministic=True)``, ``num_workers=0``,
+``OMP_NUM_THREADS=1``, and the ``ResumableRandomnessHook`` that ``build_runner`` registers (the
+global generators reseeded from (seed, epoch) and (seed, iteration), which a checkpoint restores).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import MAX_EPOCHS, REPO, small_config
+
+from mmpvt.checkpoint import allow_mmengine_checkpoints, load_file
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def train_command(config: Path, work_dir: Path, *extra: str) -> list[str]:
+    return [sys.executable, 'tools/train.py', str(config), '--work-dir', str(work_dir), *extra]
+
+
+ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
+
+
+def start(command: list[str], log: Path) -> subprocess.Popen:
+    with log.open('w') as out:
+        return subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=ENV)
+
+
+def finish(process: subprocess.Popen, log: Path, timeout: float = 600) -> str:
+    process.wait(timeout=timeout)
+    text = log.read_text()
+    assert process.returncode == 0, text[-3000:]
+    return text
+
+
+def run(command: list[str], log: Path) -> str:
+    return finish(start(command, log), log)
+
+
+def logged_losses(work_dir: Path) -> dict[int, float]:
+    """iteration -> loss over every run (timestamped folder) of a work dir."""
+    losses = {}
+    for log in sorted(work_dir.glob('*/vis_data/scalars.json')):
+        for line in log.read_text().splitlines():
+            record = json.loads(line)
+            if 'loss' in record:
+                losses[record['iter']] = record['loss']
+    return losses
+
+
+def copy_run(source: Path, target: Path) -> Path:
+    """Copy a work dir; its ``last_checkpoint`` (an absolute path) is pointed at the copy."""
+    shutil.copytree(source, target)
+    pointer = target / 'last_checkpoint'
+    pointer.write_text(str(target / Path(pointer.read_text().strip()).name))
+    return target
+
+
+def assert_same_checkpoint(a: Path, b: Path) -> None:
+    """Same weights, optimizer state, scheduler state and counters, tensor for tensor."""
+    one, two = load_file(a), load_file(b)
+    assert one['meta']['iter'] == two['meta']['iter'] and one['meta']['epoch'] == two['meta']['epoch']
+    assert one['state_dict'].keys() == two['state_dict'].keys()
+    for key, value in one['state_dict'].items():
+        assert torch.equal(value, two['state_dict'][key]), key
+    for key, value in one['optimizer']['state'].items():
+        for name, tensor in value.items():
+            assert torch.equal(torch.as_tensor(tensor), torch.as_tensor(two['optimizer']['state'][key][name]))
+    assert one['param_schedulers'] == two['param_schedulers']
+
+
+def kill_after(process: subprocess.Popen, work_dir: Path, checkpoint: str, timeout: float = 600) -> None:
+    """SIGKILL ``process`` as soon as ``last_checkpoint`` names ``checkpoint``."""
+    pointer = work_dir / 'last_checkpoint'
+    deadline = time.monotonic() + timeout
+    while not (pointer.is_file() and pointer.read_text().strip().endswith(checkpoint)):
+        assert process.poll() is None, 'the run ended before it could be killed'
+        assert time.monotonic() < deadline, 'no checkpoint written'
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+
+
+@pytest.fixture(scope='module')
+def runs(toy_coco: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Three runs at once (independent processes): two uninterrupted ones and one killed after epoch 4."""
+    root = tmp_path_factory.mktemp('runs')
+    config = small_config(root / 'small.py', toy_coco)
+    dirs = {name: root / name for name in ('reference', 'again', 'killed')}
+    processes = {name: start(train_command(config, path), root / f'{name}.log') for name, path in dirs.items()}
+    kill_after(processes['killed'], dirs['killed'], f'epoch_{MAX_EPOCHS - 1}.pth')
+    for name in ('reference', 'again'):
+        finish(processes[name], root / f'{name}.log')
+    return {**dirs, 'config': config, 'root': root}
+
+
+@pytest.mark.slow
+def test_same_seed_same_losses(runs: dict[str, Path]) -> None:
+    first, second = logged_losses(runs['reference']), logged_losses(runs['again'])
+    assert sorted(first) == list(range(1, 4 * MAX_EPOCHS + 1))
+    assert [first[i] for i in range(1, 21)] == [second[i] for i in range(1, 21)]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_weights(runs: dict[str, Path]) -> None:
+    final = f'epoch_{MAX_EPOCHS}.pth'
+    auto = runs['root'] / 'auto'
+    explicit = runs['root'] / 'explicit'
+    copy_run(runs['killed'], auto)
+    copy_run(runs['killed'], explicit)
+    assert not (auto / final).exists()
+
+    resumed = start(train_command(runs['config'], auto, '--resume', 'auto'), runs['root'] / 'auto.log')
+    given = train_command(runs['config'], explicit, '--resume', str(explicit / f'epoch_{MAX_EPOCHS - 1}.pth'))
+    run(given, runs['root'] / 'explicit.log')
+    log = finish(resumed, runs['root'] / 'auto.log')
+
+    assert f'resumed epoch: {MAX_EPOCHS - 1}, iter: {4 * (MAX_EPOCHS - 1)}' in log
+    assert_same_checkpoint(runs['reference'] / final, auto / final)
+    assert_same_checkpoint(runs['reference'] / final, explicit / final)
+    # the resumed run logs the losses the uninterrupted one logged
+    reference, losses = logged_losses(runs['reference']), logged_losses(auto)
+    assert [losses[i] for i in range(1, 21)] == [reference[i] for i in range(1, 21)]
+
+
+@pytest.mark.slow
+def test_truncated_checkpoint_falls_back_to_the_previous_one(runs: dict[str, Path]) -> None:
+    work_dir = runs['root'] / 'truncated'
+    copy_run(runs['killed'], work_dir)
+    latest = work_dir / f'epoch_{MAX_EPOCHS - 1}.pth'
+    latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])
+    assert (work_dir / 'last_checkpoint').read_text().strip().endswith(latest.name)
+
+    log = run(train_command(runs['config'], work_dir, '--resume'), runs['root'] / 'truncated.log')
+
+    assert f'skipping unreadable checkpoint {latest}' in log
+    assert f'resuming from {work_dir / f"epoch_{MAX_EPOCHS - 2}.pth"} instead' in log
+    assert_same_checkpoint(runs['reference'] / f'epoch_{MAX_EPOCHS}.pth', work_dir / f'epoch_{MAX_EPOCHS}.pth')
+
+
+@pytest.mark.slow
+def test_checkpoints_are_written_atomically(runs: dict[str, Path]) -> None:
+    """The killed run left only whole checkpoints (a temporary file at most), each readable."""
+    for path in runs['killed'].glob('*.pth'):
+        load_file(path)
+    assert not list(runs['reference'].glob('.*.tmp'))
+
+
+def failed(command: list[str], cwd: Path = REPO) -> str:
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600, env=ENV)
+    assert result.returncode != 0, result.stdout[-2000:]
+    return result.stderr
+
+
+@pytest.mark.slow
+def test_work_dir_with_checkpoints_is_not_overwritten(runs: dict[str, Path]) -> None:
+    work_dir = runs['reference']
+    before = {p: p.stat().st_mtime_ns for p in work_dir.glob('*.pth')}
+    stderr = failed(train_command(runs['config'], work_dir))
+    assert f'work dir {work_dir} already holds checkpoints of another run' in stderr
+    assert '--resume' in stderr and '--work-dir' in stderr
+    assert {p: p.stat().st_mtime_ns for p in work_dir.glob('*.pth')} == before
+
+
+@pytest.mark.slow
+def test_resume_from_unreadable_or_missing_files(runs: dict[str, Path], tmp_path: Path) -> None:
+    missing = tmp_path / 'nope.pth'
+    stderr = failed(train_command(runs['config'], tmp_path / 'w1', '--resume', str(missing)))
+    assert f'checkpoint file not found: {missing}' in stderr
+
+    truncated = tmp_path / 'half.pth'
+    whole = (runs['reference'] / 'epoch_1.pth').read_bytes()
+    truncated.write_bytes(whole[: len(whole) // 3])
+    stderr = failed(train_command(runs['config'], tmp_path / 'w2', '--resume', str(truncated)))
+    assert f'--resume: cannot read checkpoint {truncated}: the file is truncated or corrupt' in stderr
+
+    work_dir = tmp_path / 'all_bad'
+    work_dir.mkdir()
+    (work_dir / 'epoch_1.pth').write_bytes(whole[:100])
+    (work_dir / 'last_checkpoint').write_text(str(work_dir / 'epoch_1.pth'))
+    stderr = failed(train_command(runs['config'], work_dir, '--resume'))
+    assert f'no readable checkpoint in {work_dir}' in stderr
+
+
+def test_load_file_keeps_the_process_allow_list(tmp_path: Path) -> None:
+    """load_file must not drop what allow_mmengine_checkpoints allowed for mmengine's own torch.load."""
+    allow_mmengine_checkpoints()
+    before = torch.serialization.get_safe_globals()
+    torch.save({'w': torch.ones(1)}, tmp_path / 'a.pth')
+    load_file(tmp_path / 'a.pth')
+    assert torch.serialization.get_safe_globals() == before
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path('/proc').glob('[0-9]*/stat'):
+        try:
+            fields = stat.read_text().rsplit(')', 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def rank_of(pid: int) -> int | None:
+    try:
+        environ = Path(f'/proc/{pid}/environ').read_bytes().split(b'\0')
+    except OSError:
+        return None
+    ranks = [int(item[5:]) for item in environ if item.startswith(b'RANK=')]
+    return ranks[0] if ranks else None
+
+
+def wait_for_training(work_dir: Path, process: subprocess.Popen, timeout: float = 600) -> None:
+    """Until the run has logged its first iteration."""
+    deadline = time.monotonic() + timeout
+    while not any(p.stat().st_size for p in work_dir.glob('*/vis_data/scalars.json')):
+        assert process.poll() is None, 'the run ended before training'
+        assert time.monotonic() < deadline, 'training did not start'
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_dead_rank_ends_a_distributed_run(toy_coco: Path, tmp_path: Path) -> None:
+    """tools/dist_train.sh, 2 CPU processes: SIGKILL rank 1 mid-run; the run ends (no hang) with an error."""
+    config = small_config(tmp_path / 'small.py', toy_coco, max_epochs=100)
+    with config.open('a') as f:
+        f.write("env_cfg = dict(dist_cfg=dict(backend='gloo', timeout=60))\n")
+    port = str(free_port())
+    log = tmp_path / 'dist.log'
+    command = ['bash', 'tools/dist_train.sh', str(config), '2', '--work-dir', str(tmp_path / 'work')]
+    with log.open('w') as out:
+        process = subprocess.Popen(
+            command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env={**ENV, 'PORT': port, 'PYTHON': sys.executable}
+        )
+    wait_for_training(tmp_path / 'work', process)
+    workers = {rank_of(pid): pid for pid in descendants(process.pid)}
+    survivor = workers[0]
+    os.kill(workers[1], signal.SIGKILL)
+    killed_at = time.monotonic()
+    process.wait(timeout=600)
+    elapsed = time.monotonic() - killed_at
+
+    text = log.read_text()
+    assert process.returncode != 0, text[-3000:]
+    assert elapsed < 180, f'the run took {elapsed:.0f} s to end after a rank died'  # a hang detector
+    assert 'ChildFailedError' in text and 'exitcode  : -9' in text, text[-3000:]
+    assert not Path(f'/proc/{survivor}').exists() or 'Z' in Path(f'/proc/{survivor}/stat').read_text().split()[2]
+    print(f'distributed run ended {elapsed:.1f} s after rank 1 was killed')
