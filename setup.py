@@ -14,13 +14,13 @@ setup(
     long_description=Path('README.md').read_text(encoding='utf-8'),
     long_description_content_type='text/markdown',
     license='Apache-2.0',
-    python_requires='>=3.9',
+    python_requires='>=3.10',
     packages=find_packages(include=['mmpvt', 'mmpvt.*']),
     install_requires=[
-        'torch>=2.1',
+        'torch>=2.5',  # torch.serialization.safe_globals, torch.onnx.export(dynamo=True)
         'mmengine>=0.10',
         'mmcv>=2.0.0rc4,<2.2.0',
-        'numpy',
+        'numpy>=2',
     ],
     extras_require={
         'mmdet': ['mmdet>=3.0,<3.4'],

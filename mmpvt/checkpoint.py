@@ -57,11 +57,25 @@ def allow_mmengine_checkpoints() -> None:
     torch.serialization.add_safe_globals(MMENGINE_SAFE_GLOBALS)
 
 
+#: How torch's legacy (pre-1.6, non-zip) format begins: its magic number, pickled with protocol 2.
+_LEGACY_HEADER = pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=2)
+
+
+def is_torch_file(path: str) -> bool:
+    """Whether ``path`` is a zip archive (``torch.save`` since 1.6) or starts like torch's legacy format."""
+    if zipfile.is_zipfile(path):
+        return True
+    with open(path, 'rb') as f:
+        return f.read(len(_LEGACY_HEADER)) == _LEGACY_HEADER
+
+
 def load_file(path: str | os.PathLike[str], map_location: str | torch.device = 'cpu') -> Any:
     """Read a checkpoint with the safe unpickler; clear errors for missing or broken files."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f'checkpoint file not found: {path}')
+    if not is_torch_file(path):
+        raise ValueError(f'cannot read checkpoint {path}: the file is truncated or corrupt (not a torch.save file)')
     # safe_globals() removes its globals on exit: add only those not already allowed
     # process-wide (allow_mmengine_checkpoints), so that they stay allowed afterwards.
     allowed = torch.serialization.get_safe_globals()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmpvt import PVT, PyramidVisionTransformer
+from mmpvt import ARCH_SETTINGS, PVT, PyramidVisionTransformer
+from mmpvt.models import pvt as pvt_module
 
 V1_ARCHS = ['tiny', 'small', 'medium', 'large']
 UNEVEN_SIZES = [(33, 33), (112, 137), (64, 96)]
@@ -80,10 +81,15 @@ def test_smallest_input_is_the_total_stride() -> None:
         model(torch.randn(1, 3, 31, 31))
 
 
-@pytest.mark.parametrize('arch', [*V1_ARCHS, 'b0', 'b2_li'])
-def test_every_parameter_gets_a_gradient(arch: str) -> None:
+GRADIENT_CASES = [(arch, (32, 32)) for arch in [*V1_ARCHS, 'b0', 'b2_li']] + [
+    (arch, image_hw) for arch in ('tiny', 'b0', 'b2_li') for image_hw in ((33, 33), (112, 137))
+]
+
+
+@pytest.mark.parametrize(('arch', 'image_hw'), GRADIENT_CASES)
+def test_every_parameter_gets_a_gradient(arch: str, image_hw: tuple[int, int]) -> None:
     model = build(arch).train()
-    outs = model(torch.randn(2, 3, 32, 32))
+    outs = model(torch.randn(2, 3, *image_hw))
     sum(o.square().mean() for o in outs).backward()
     no_grad = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not no_grad, f'parameters without gradient: {no_grad}'
@@ -105,6 +111,82 @@ def test_checkpointing_gives_the_same_outputs_and_gradients(arch: str) -> None:
     assert grads_a.keys() == grads_b.keys()
     for name in grads_a:
         torch.testing.assert_close(grads_a[name], grads_b[name], atol=1e-4, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize('with_cp', [False, True])
+def test_checkpointing_really_recomputes_the_blocks(with_cp: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``with_cp`` every block goes through torch's checkpoint (``use_reentrant=False``) and
+    runs a second time in backward; without it, no block is checkpointed and each runs once."""
+    model = build('tiny', with_cp=with_cp).train()
+    blocks = [block for stage in model.stages for block in stage.blocks]
+    checkpointed, runs = [], []
+    real_checkpoint = pvt_module.checkpoint
+
+    def spy(function, *args, **kwargs):
+        checkpointed.append((function, kwargs.get('use_reentrant')))
+        return real_checkpoint(function, *args, **kwargs)
+
+    monkeypatch.setattr(pvt_module, 'checkpoint', spy)
+    for block in blocks:
+        block.register_forward_pre_hook(lambda module, args: runs.append(module))
+    outs = model(torch.randn(1, 3, 64, 80))
+    assert len(runs) == len(blocks) == 8
+    sum(o.sum() for o in outs).backward()
+    assert checkpointed == ([(block, False) for block in blocks] if with_cp else [])
+    runs_per_block = [sum(run is block for run in runs) for block in blocks]
+    assert runs_per_block == [2 if with_cp else 1] * len(blocks)
+
+
+def saved_bytes(model: torch.nn.Module, x: torch.Tensor) -> int:
+    """Bytes of the tensors autograd saves for backward during ``model(x)``."""
+    sizes = []
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        sizes.append(tensor.numel() * tensor.element_size())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        model(x)
+    return sum(sizes)
+
+
+def test_checkpointing_keeps_fewer_activations_for_backward() -> None:
+    x = torch.randn(1, 3, 64, 80)
+    without, with_cp = (saved_bytes(build('tiny', with_cp=cp).train(), x) for cp in (False, True))
+    assert 0 < with_cp < without / 4, (with_cp, without)
+
+
+@pytest.mark.parametrize(('arch', 'drop_path_rate'), [('tiny', 0.1), ('small', 0.3), ('b2_li', 0.2)])
+def test_stochastic_depth_grows_linearly_over_all_blocks(arch: str, drop_path_rate: float) -> None:
+    model = PVT(arch, drop_path_rate=drop_path_rate)
+    depths = ARCH_SETTINGS[arch]['depths']
+    assert [len(stage.blocks) for stage in model.stages] == list(depths)
+    n = sum(depths)
+    expected = [drop_path_rate * i / (n - 1) for i in range(n)]  # linspace(0, drop_path_rate, n)
+    rates = [block.drop_path.drop_prob for stage in model.stages for block in stage.blocks]
+    assert rates == pytest.approx(expected, abs=1e-7)
+    assert rates[0] == 0.0 and rates[-1] == pytest.approx(drop_path_rate)
+
+
+def test_frozen_stages_out_of_range_is_rejected_before_building(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_building(*args, **kwargs):
+        raise AssertionError('a stage was built before frozen_stages was checked')
+
+    monkeypatch.setattr(pvt_module, 'PVTStage', no_building)
+    with pytest.raises(ValueError, match=r'frozen_stages must be in \[-1, 4\], got 5'):
+        PVT('large', frozen_stages=5)
+    with pytest.raises(ValueError, match=r'frozen_stages must be in \[-1, 2\], got 3'):
+        PVT(
+            None,
+            depths=(1, 1),
+            embed_dims=(8, 16),
+            num_heads=(1, 2),
+            mlp_ratios=(1, 1),
+            sr_ratios=(2, 1),
+            patch_sizes=(4, 2),
+            out_indices=(0, 1),
+            frozen_stages=3,
+        )
 
 
 @pytest.mark.parametrize('frozen_stages', [0, 1, 2, 4])

@@ -238,6 +238,48 @@ def test_truncated_file_is_an_error_naming_the_file(tmp_path: Path) -> None:
         load_pretrained(fresh_pvt('b0'), tmp_path / 'missing.pth')
 
 
+def test_random_bytes_are_an_error_naming_the_file(tmp_path: Path) -> None:
+    """Not a torch file at all (no zip archive, no legacy header): corrupt, not an unsafe pickle."""
+    bad = tmp_path / 'corrupt.pth'
+    noise = torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    bad.write_bytes(noise.numpy().tobytes())
+    with pytest.raises(ValueError, match=rf'cannot read checkpoint {re.escape(str(bad))}: .*truncated or corrupt'):
+        load_pretrained(fresh_pvt('b0'), bad)
+    model = fresh_pvt('b0', init_cfg=dict(type='Pretrained', checkpoint=str(bad)))
+    with pytest.raises(ValueError, match=rf'cannot read checkpoint {re.escape(str(bad))}: .*truncated or corrupt'):
+        model.init_weights()
+
+
+@pytest.mark.parametrize('arch', ['tiny', 'b0'])
+def test_whole_mmdet_detector_checkpoint_loads_through_init_cfg(tmp_path: Path, arch: str) -> None:
+    """A RetinaNet trained with mmdet's own PVT: ``init_cfg`` takes its ``backbone.`` part, converted."""
+    from mmdet.registry import MODELS as MMDET_MODELS
+    from mmengine.registry import DefaultScope
+    from test_parity import MMDET_ARCHS, RETINANET, stage_diffs
+
+    in_channels = list(fresh_pvt(arch).out_channels)
+    torch.manual_seed(0)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        detector = MMDET_MODELS.build(
+            dict(
+                RETINANET,
+                backbone=dict(MMDET_ARCHS[arch], drop_path_rate=0.0),
+                neck=dict(RETINANET['neck'], in_channels=in_channels),
+            )
+        )
+    state = randomize_(detector).state_dict()
+    assert any(k.startswith('backbone.layers.') for k in state)  # mmdet's layout, not ours
+    assert any(k.startswith('neck.') for k in state) and any(k.startswith('bbox_head.') for k in state)
+    path = tmp_path / f'retinanet_pvt_{arch}_mmdet.pth'
+    torch.save({'meta': {'epoch': 12}, 'state_dict': state}, path)
+
+    ours = fresh_pvt(arch, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    ours.init_weights()
+    diffs = stage_diffs(ours.eval(), detector.backbone.eval(), (96, 160))
+    print(f'mmdet RetinaNet checkpoint -> mmpvt {arch}: max abs diff per stage {diffs}')
+    assert max(diffs) < 1e-5
+
+
 def test_missing_and_unexpected_keys_are_logged_by_name(tmp_path: Path) -> None:
     state = random_pvt('b0').state_dict()
     del state['stages.3.norm.weight']

@@ -15,6 +15,23 @@ CONFIGS = sorted(p for p in CONFIG_DIR.rglob('*.py') if '_base_' not in p.parts)
 FAMILIES = ('retinanet_pvt_{}_fpn_1x_coco', 'mask_rcnn_pvt_{}_fpn_1x_coco')
 SEG_FAMILIES = ('fpn_pvt_{}_512x512_40k_ade20k', 'upernet_pvt_{}_512x512_160k_ade20k')
 ARCHS = {'t': 'tiny', 's': 'small', 'm': 'medium', 'l': 'large'}
+V2_ARCHS = ('b0', 'b1', 'b2', 'b3', 'b4', 'b5')
+
+#: config name -> (backbone type, arch, pretrained checkpoint) of every full-size config.
+VARIANTS = {
+    **{
+        family.format(short): ('PVT', arch, f'pretrained/pvt_{arch}.pth')
+        for family in FAMILIES + SEG_FAMILIES
+        for short, arch in ARCHS.items()
+    },
+    **{
+        f'{family}_pvtv2_{arch}_fpn_1x_coco': ('PVTv2', arch, f'pretrained/pvt_v2_{arch}.pth')
+        for family in ('retinanet', 'mask_rcnn')
+        for arch in (*V2_ARCHS, 'b2_li')
+    },
+    **{f'fpn_pvtv2_{arch}_512x512_40k_ade20k': ('PVTv2', arch, f'pretrained/pvt_v2_{arch}.pth') for arch in V2_ARCHS},
+    'upernet_pvtv2_b2_512x512_160k_ade20k': ('PVTv2', 'b2', 'pretrained/pvt_v2_b2.pth'),
+}
 
 
 def registry_of(scope: str):
@@ -35,10 +52,9 @@ def neck_in_channels(cfg: Config) -> list[int]:
 
 
 def test_the_expected_configs_exist() -> None:
-    names = {p.stem for p in CONFIGS}
-    for family in FAMILIES + SEG_FAMILIES:
-        for short in ARCHS:
-            assert family.format(short) in names
+    """The 16 v1 configs and the 21 v2 ones are all there, and nothing else at the top level."""
+    assert len(VARIANTS) == 16 + 21
+    assert sorted(p.stem for p in CONFIGS if p.parent == CONFIG_DIR) == sorted(VARIANTS)
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=[str(p.relative_to(CONFIG_DIR)) for p in CONFIGS])
@@ -56,33 +72,75 @@ def test_config_builds_and_neck_fits_backbone(path: Path) -> None:
         assert cfg.model.auxiliary_head.in_channels == backbone.out_channels[cfg.model.auxiliary_head.in_index]
 
 
-@pytest.mark.parametrize('family', FAMILIES + SEG_FAMILIES)
-@pytest.mark.parametrize('short', list(ARCHS))
-def test_variant_and_pretrained_checkpoint(family: str, short: str) -> None:
-    cfg = Config.fromfile(str(CONFIG_DIR / f'{family.format(short)}.py'))
-    assert cfg.model.backbone.arch == ARCHS[short]
-    assert cfg.model.backbone.init_cfg == dict(type='Pretrained', checkpoint=f'pretrained/pvt_{ARCHS[short]}.pth')
+@pytest.mark.parametrize('name', list(VARIANTS))
+def test_variant_and_pretrained_checkpoint(name: str) -> None:
+    backbone_type, arch, checkpoint = VARIANTS[name]
+    backbone = Config.fromfile(str(CONFIG_DIR / f'{name}.py')).model.backbone
+    assert (backbone.type, backbone.arch) == (backbone_type, arch)
+    assert backbone.init_cfg == dict(type='Pretrained', checkpoint=checkpoint)
 
 
-@pytest.mark.parametrize(
-    ('name', 'lr', 'weight_decay', 'batch_size'),
-    [
-        ('retinanet_pvt_t_fpn_1x_coco', 1e-4, 1e-4, 2),
-        ('mask_rcnn_pvt_s_fpn_1x_coco', 2e-4, 1e-4, 2),
-        ('mask_rcnn_pvt_l_fpn_1x_coco', 2e-4 / 1.4, 1e-4, 1),
-        ('fpn_pvt_t_512x512_40k_ade20k', 2e-4, 1e-4, 4),
-        ('upernet_pvt_m_512x512_160k_ade20k', 6e-5, 0.01, 2),
-    ],
-)
-def test_recipe(name: str, lr: float, weight_decay: float, batch_size: int) -> None:
+#: The official recipes (README, ../shared/REFERENCE.md): AdamW; detection 1x lr 1e-4 (RetinaNet) or
+#: 2e-4 (Mask R-CNN), weight decay 1e-4, 2 images per GPU, except PVT-L Mask R-CNN and PVTv2-b4/b5
+#: at lr / 1.4 with 1 image per GPU; Semantic FPN 2e-4, 1e-4, 4 per GPU; UPerNet 6e-5, 0.01, 2 per GPU.
+#: auto_scale_lr's base batch is the paper's 8 GPUs times the images per GPU.
+#: name: (lr, weight decay, images per GPU, auto_scale_lr base_batch_size)
+RECIPES = {
+    'retinanet_pvt_t_fpn_1x_coco': (1e-4, 1e-4, 2, 16),
+    'retinanet_pvt_s_fpn_1x_coco': (1e-4, 1e-4, 2, 16),
+    'retinanet_pvt_m_fpn_1x_coco': (1e-4, 1e-4, 2, 16),
+    'retinanet_pvt_l_fpn_1x_coco': (1e-4, 1e-4, 2, 16),  # the official release: 1e-4 / 1.4, 1 per GPU
+    'mask_rcnn_pvt_t_fpn_1x_coco': (2e-4, 1e-4, 2, 16),
+    'mask_rcnn_pvt_s_fpn_1x_coco': (2e-4, 1e-4, 2, 16),
+    'mask_rcnn_pvt_m_fpn_1x_coco': (2e-4, 1e-4, 2, 16),
+    'mask_rcnn_pvt_l_fpn_1x_coco': (2e-4 / 1.4, 1e-4, 1, 8),
+    'retinanet_pvtv2_b0_fpn_1x_coco': (1e-4, 1e-4, 2, 16),
+    'retinanet_pvtv2_b1_fpn_1x_coco': (1e-4, 1e-4, 2, 16),
+    'retinanet_pvtv2_b2_fpn_1x_coco': (1e-4, 1e-4, 2, 16),
+    'retinanet_pvtv2_b2_li_fpn_1x_coco': (1e-4, 1e-4, 2, 16),
+    'retinanet_pvtv2_b3_fpn_1x_coco': (1e-4, 1e-4, 2, 16),
+    'retinanet_pvtv2_b4_fpn_1x_coco': (1e-4 / 1.4, 1e-4, 1, 8),
+    'retinanet_pvtv2_b5_fpn_1x_coco': (1e-4 / 1.4, 1e-4, 1, 8),
+    'mask_rcnn_pvtv2_b0_fpn_1x_coco': (2e-4, 1e-4, 2, 16),
+    'mask_rcnn_pvtv2_b1_fpn_1x_coco': (2e-4, 1e-4, 2, 16),
+    'mask_rcnn_pvtv2_b2_fpn_1x_coco': (2e-4, 1e-4, 2, 16),
+    'mask_rcnn_pvtv2_b2_li_fpn_1x_coco': (2e-4, 1e-4, 2, 16),
+    'mask_rcnn_pvtv2_b3_fpn_1x_coco': (2e-4, 1e-4, 2, 16),
+    'mask_rcnn_pvtv2_b4_fpn_1x_coco': (2e-4 / 1.4, 1e-4, 1, 8),
+    'mask_rcnn_pvtv2_b5_fpn_1x_coco': (2e-4 / 1.4, 1e-4, 1, 8),
+    'fpn_pvt_t_512x512_40k_ade20k': (2e-4, 1e-4, 4, 32),
+    'fpn_pvt_s_512x512_40k_ade20k': (2e-4, 1e-4, 4, 32),
+    'fpn_pvt_m_512x512_40k_ade20k': (2e-4, 1e-4, 4, 32),
+    'fpn_pvt_l_512x512_40k_ade20k': (2e-4, 1e-4, 4, 32),
+    'fpn_pvtv2_b0_512x512_40k_ade20k': (2e-4, 1e-4, 4, 32),
+    'fpn_pvtv2_b1_512x512_40k_ade20k': (2e-4, 1e-4, 4, 32),
+    'fpn_pvtv2_b2_512x512_40k_ade20k': (2e-4, 1e-4, 4, 32),
+    'fpn_pvtv2_b3_512x512_40k_ade20k': (2e-4, 1e-4, 4, 32),
+    'fpn_pvtv2_b4_512x512_40k_ade20k': (2e-4, 1e-4, 4, 32),
+    'fpn_pvtv2_b5_512x512_40k_ade20k': (2e-4, 1e-4, 4, 32),
+    'upernet_pvt_t_512x512_160k_ade20k': (6e-5, 0.01, 2, 16),
+    'upernet_pvt_s_512x512_160k_ade20k': (6e-5, 0.01, 2, 16),
+    'upernet_pvt_m_512x512_160k_ade20k': (6e-5, 0.01, 2, 16),
+    'upernet_pvt_l_512x512_160k_ade20k': (6e-5, 0.01, 2, 16),
+    'upernet_pvtv2_b2_512x512_160k_ade20k': (6e-5, 0.01, 2, 16),
+}
+
+
+def test_every_config_has_a_recipe_row() -> None:
+    assert sorted(RECIPES) == sorted(VARIANTS)
+
+
+@pytest.mark.parametrize('name', list(RECIPES))
+def test_recipe(name: str) -> None:
+    lr, weight_decay, batch_size, base_batch_size = RECIPES[name]
     cfg = Config.fromfile(str(CONFIG_DIR / f'{name}.py'))
     optimizer = cfg.optim_wrapper.optimizer
     assert optimizer.type == 'AdamW'
     assert 'momentum' not in optimizer
-    assert optimizer.lr == pytest.approx(lr)
+    assert optimizer.lr == pytest.approx(lr, rel=1e-12)
     assert optimizer.weight_decay == weight_decay
     assert cfg.train_dataloader.batch_size == batch_size
-    assert cfg.auto_scale_lr.base_batch_size == 8 * batch_size
+    assert cfg.auto_scale_lr.base_batch_size == base_batch_size == 8 * batch_size
     custom_keys = cfg.optim_wrapper.paramwise_cfg.custom_keys
     assert custom_keys['norm'] == dict(decay_mult=0.0)
     assert custom_keys['pos_embed'] == dict(decay_mult=0.0)

@@ -23,6 +23,7 @@ pytestmark = pytest.mark.slow
 # config name -> (data fixture, metric keys that must be reported)
 CASES = {
     'retinanet_pvt_t_fpn_toy_coco': ('toy_coco', ['coco/bbox_mAP', 'coco/bbox_mAP_50']),
+    'retinanet_pvtv2_b0_fpn_toy_coco': ('toy_coco', ['coco/bbox_mAP', 'coco/bbox_mAP_50']),
     'mask_rcnn_pvt_t_fpn_toy_coco': ('toy_coco', ['coco/bbox_mAP', 'coco/segm_mAP']),
     'fpn_pvt_t_toy_ade': ('toy_ade', ['mIoU', 'aAcc']),
     'upernet_pvt_t_toy_ade': ('toy_ade', ['mIoU', 'aAcc']),

@@ -122,6 +122,29 @@ def test_official_checkpoint_gives_mmdets_outputs(from_official, arch: str, imag
     assert max(diffs) < TOL
 
 
+def test_mmdets_own_initialisation_gives_mmdets_outputs(tmp_path: Path) -> None:
+    """PVT-T as mmdet's ``init_weights()`` leaves it (no rescaling): outputs then reach about 10, so the
+    bound is relative: max |ours - mmdet| <= 1e-5 · max |mmdet| at every stage (measured: under 2e-6)."""
+    theirs = build_mmdet('tiny')
+    before = {k: v.clone() for k, v in theirs.state_dict().items()}
+    theirs.init_weights()
+    state = theirs.eval().state_dict()
+    assert not torch.equal(state['layers.0.1.0.pos_embed'], before['layers.0.1.0.pos_embed'])  # it did initialise
+    path = tmp_path / 'mmdet_pvt_tiny_init.pth'
+    torch.save(state, path)
+    ours = fresh_pvt('tiny')
+    assert load_pretrained(ours, path) == ([], [])
+    image = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        outs, refs = ours(image), theirs(image)
+    scales = [r.abs().max().item() for r in refs]
+    diffs = [(o - r).abs().max().item() for o, r in zip(outs, refs, strict=True)]
+    print(f'mmdet init -> mmpvt tiny (224, 224): max |mmdet| {scales}, max abs diff {diffs}')
+    assert all(scale > 0.1 for scale in scales)
+    for stage, (diff, scale) in enumerate(zip(diffs, scales)):
+        assert diff <= TOL * scale, f'stage {stage}: {diff} > {TOL} × {scale}'
+
+
 # --- PVTv2-b2-li: mmdet has no linear SRA, so the reference is the paper's equations ------------
 
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..layers import SpatialReductionAttention
 from ..registry import register_everywhere
-from .pvt import PyramidVisionTransformer, arch_kwargs
+from .pvt import PyramidVisionTransformer, arch_kwargs, count_stages
 
 register_everywhere(SpatialReductionAttention)
 
@@ -50,12 +50,14 @@ class PVT(PyramidVisionTransformer, BaseModule):
             if init_cfg is not None:
                 raise ValueError('give either pretrained or init_cfg, not both')
             init_cfg = dict(type='Pretrained', checkpoint=pretrained)
+        settings = arch_kwargs(arch, **kwargs)
+        num_stages = count_stages(settings)  # checked before building: large variants take seconds
+        if not -1 <= frozen_stages <= num_stages:
+            raise ValueError(f'frozen_stages must be in [-1, {num_stages}], got {frozen_stages}')
         # PyramidVisionTransformer's super().__init__() runs BaseModule.__init__ (MRO).
-        super().__init__(**arch_kwargs(arch, **kwargs))
+        super().__init__(**settings)
         self.arch = arch
         self.init_cfg = copy.deepcopy(init_cfg)
-        if not -1 <= frozen_stages <= self.num_stages:
-            raise ValueError(f'frozen_stages must be in [-1, {self.num_stages}], got {frozen_stages}')
         self.frozen_stages = frozen_stages
         self._freeze()
 

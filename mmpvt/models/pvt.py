@@ -9,8 +9,9 @@ each stage, and (for the ``-li`` variants) linear SRA.
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -407,6 +408,24 @@ def _trunc_normal_(tensor: torch.Tensor, std: float) -> torch.Tensor:
     which dominated building the large variants.
     """
     return tensor.normal_(0.0, std).clamp_(-2.0, 2.0)
+
+
+#: The per-stage arguments of :class:`PyramidVisionTransformer`, in the order errors list them.
+_PER_STAGE = ('embed_dims', 'depths', 'num_heads', 'mlp_ratios', 'sr_ratios', 'patch_sizes', 'strides', 'paddings')
+
+
+def count_stages(settings: Mapping[str, Any]) -> int:
+    """Number of stages of ``PyramidVisionTransformer(**settings)``, without building it.
+
+    Raises the constructor's ValueError if the per-stage tuples differ in length, so a
+    wrapper can check its own stage-dependent arguments before any heavy work.
+    """
+    defaults = inspect.signature(PyramidVisionTransformer).parameters
+    per_stage = {name: settings.get(name, defaults[name].default) for name in _PER_STAGE}
+    for name in ('strides', 'paddings'):  # None: one per patch size, as in the constructor
+        if per_stage[name] is None:
+            per_stage[name] = per_stage['patch_sizes']
+    return _check_per_stage(per_stage)
 
 
 def _check_per_stage(per_stage: dict[str, Sequence[Any]]) -> int:
