@@ -53,6 +53,28 @@ def test_demo_draws_a_folder(config: str, tmp_path: Path) -> None:
         assert drawn is not None and drawn.shape[:2] == (128, 128)
 
 
+def test_demo_draws_one_image_to_out_file(tmp_path: Path) -> None:
+    cfg_path = ROOT / 'configs' / 'toy' / 'fpn_pvt_t_toy_ade.py'
+    ckpt = tmp_path / 'model.pth'
+    save_checkpoint(cfg_path, ckpt)
+    # a background at least 35 levels (in some channel) from every ADE20K palette colour and from
+    # black: whatever class the blend colours a pixel with, the pixel changes
+    image, out_file = tmp_path / 'shapes.png', tmp_path / 'drawn' / 'overlay.png'
+    canvas = np.full((96, 128, 3), (40, 160, 220), np.uint8)
+    cv2.circle(canvas, (50, 40), 25, (0, 0, 255), -1)
+    cv2.imwrite(str(image), canvas)
+    args = [str(DEMO), str(cfg_path), str(ckpt), str(image), '--out-file', str(out_file)]
+    result = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f'wrote 1 picture(s): {out_file}' in result.stdout
+    assert not (tmp_path / 'demo_out').exists()  # no --out-dir folder when --out-file names the picture
+    drawn = cv2.imread(str(out_file))
+    assert drawn is not None and drawn.shape == canvas.shape
+    # the segmentation is blended over every pixel (alpha 0.8): the picture is not the input
+    changed = np.abs(drawn.astype(int) - canvas.astype(int)).max(axis=2) > 10
+    assert changed.mean() > 0.9
+
+
 def test_demo_reports_missing_files(tmp_path: Path) -> None:
     cfg_path = ROOT / 'configs' / 'toy' / 'retinanet_pvt_t_fpn_toy_coco.py'
     args = [str(DEMO), str(cfg_path), str(tmp_path / 'nope.pth'), str(tmp_path)]

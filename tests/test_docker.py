@@ -39,6 +39,26 @@ def test_runs_as_non_root_with_a_data_volume() -> None:
     assert 'mmcv==2.1.0' in text
 
 
+def test_base_image_has_torch_for_onnx_export() -> None:
+    """mmpvt/export.py calls torch.onnx.export(dynamo=True), which needs torch >= 2.5."""
+    text = DOCKERFILE.read_text()
+    version = re.search(r'^ARG PYTORCH=(\d+)\.(\d+)', text, re.M)
+    assert version and tuple(map(int, version.groups())) >= (2, 5)
+    assert re.search(r'^FROM pytorch/pytorch:\$\{PYTORCH\}-cuda\$\{CUDA\}-cudnn\$\{CUDNN\}-devel$', text, re.M)
+
+
+def test_user_owns_the_directories_the_configs_use() -> None:
+    """data/, pretrained/ and work_dirs/ are made and handed to the user before USER and VOLUME."""
+    text = DOCKERFILE.read_text()
+    user, volume = text.index('\nUSER '), text.index('\nVOLUME ')
+    setup = text[:user]
+    for folder in ('data', 'pretrained', 'work_dirs'):
+        assert re.search(rf'mkdir -p [^\n]*\b{folder}\b', setup), folder
+        assert re.search(rf'chown (-R )?mmpvt:mmpvt [^\n]*\b{folder}\b', setup), folder
+        assert f'/home/mmpvt/mmpvt/{folder}"' in text[volume:], folder
+    assert re.search(r'^WORKDIR /home/mmpvt/mmpvt$', text, re.M)
+
+
 def test_hadolint_passes() -> None:
     hadolint = shutil.which('hadolint')
     if hadolint is None:

@@ -32,6 +32,38 @@ def test_stage_attention_is_a_distribution_over_the_reduced_keys(arch: str) -> N
         stage_attention(model, image_to_tensor(rgb), (130, 10))
 
 
+@pytest.mark.parametrize('arch', ['tiny', 'b2_li'])
+def test_stage_attention_reproduces_the_sra_output_at_the_query(arch: str) -> None:
+    """With one head per stage the map is that head's attention: weights @ V through ``proj`` must be
+    the SRA layer's output at the query token, and that output the one the model's forward used."""
+    torch.manual_seed(0)
+    model = PVT(arch, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1)).eval()
+    rgb = np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8)
+    seen: dict[int, tuple[torch.Tensor, tuple[int, int], torch.Tensor]] = {}
+    hooks = [
+        stage.blocks[-1].register_forward_hook(lambda _m, args, out, i=i: seen.__setitem__(i, (*args, out)))
+        for i, stage in enumerate(model.stages)
+    ]
+    try:
+        maps, _ = stage_attention(model, image_to_tensor(rgb), (100, 40))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    with torch.no_grad():
+        for m in maps:
+            block, (x, hw, block_out) = model.stages[m.stage].blocks[-1], seen[m.stage]
+            tokens = block.norm1(x)  # what the attention reads: (1, N, C)
+            attn_out = block.attn(tokens, hw)  # the SRA layer's output, (1, N, C)
+            c = x.shape[-1]
+            values = block.attn.kv(block.attn._keys_values_input(tokens, hw))[0, :, c:]  # (M, C)
+            weights = torch.from_numpy(m.weights).reshape(1, -1)  # (1, M)
+            query = m.query_hw[0] * hw[1] + m.query_hw[1]
+            torch.testing.assert_close(block.attn.proj(weights @ values)[0], attn_out[0, query], rtol=1e-4, atol=1e-6)
+            # the block's residual form around that output gives what the model computed
+            y = x + attn_out
+            torch.testing.assert_close(y + block.mlp(block.norm2(y), hw), block_out, rtol=1e-4, atol=1e-4)
+
+
 def test_vis_attention_tool_writes_both_pictures(tmp_path: Path) -> None:
     import cv2
 

@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.out_file and len(images) > 1:
         raise SystemExit('--out-file names one picture; the input is a folder: use --out-dir')
     model, infer, visualizer = build(cfg, args.checkpoint, args.device)
-    os.makedirs(args.out_dir, exist_ok=True)
+    if not args.out_file:  # mmcv.imwrite makes the folder of --out-file itself
+        os.makedirs(args.out_dir, exist_ok=True)
     written = []
     progress = track_iter_progress(images) if len(images) > 1 else images
     for path in progress:

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Testing on a Slurm cluster: tools/slurm_test.sh PARTITION JOB_NAME CONFIG CHECKPOINT [test.py args...]
 # GPUS (total tasks, default 8), GPUS_PER_NODE (default 8), CPUS_PER_TASK (default 5) and
-# SRUN_ARGS (extra srun options). GRES (default gpu:GPUS_PER_NODE) may be set empty for CPU
-# partitions, where the tasks run with the gloo backend.
+# SRUN_ARGS (extra srun options). PORT (default 29500) is passed on as MASTER_PORT, the port
+# rank 0 listens on: give jobs that share a node different PORTs. GRES (default
+# gpu:GPUS_PER_NODE) may be set empty for CPU partitions, where the tasks run with gloo.
 set -euo pipefail
 PARTITION=$1
 JOB_NAME=$2
@@ -12,11 +13,12 @@ GPUS=${GPUS:-8}
 GPUS_PER_NODE=${GPUS_PER_NODE:-8}
 CPUS_PER_TASK=${CPUS_PER_TASK:-5}
 SRUN_ARGS=${SRUN_ARGS:-}
+PORT=${PORT:-29500}
 GRES=${GRES-gpu:$GPUS_PER_NODE}
 HERE=$(cd "$(dirname "$0")" && pwd)
 
 # shellcheck disable=SC2086  # SRUN_ARGS holds several options
-PYTHONPATH="$HERE/..${PYTHONPATH:+:$PYTHONPATH}" \
+PYTHONPATH="$HERE/..${PYTHONPATH:+:$PYTHONPATH}" MASTER_PORT="$PORT" \
 srun -p "$PARTITION" \
     --job-name="$JOB_NAME" \
     ${GRES:+--gres=$GRES} \

@@ -1,0 +1,221 @@
+"""The launch scripts and tools/test.py's options, on the CPU.
+
+* tools/slurm_{train,test}.sh hand srun the partition, job name, task counts, SRUN_ARGS, the
+  python command with ``--launcher=slurm``, and PORT as MASTER_PORT (a fake ``srun`` on PATH
+  records what it was given).
+* tools/dist_{train,test}.sh hand torchrun NNODES, NODE_RANK, MASTER_ADDR and PORT (a fake
+  PYTHON records the command), and ``dist_test.sh`` really tests a tiny detector with 2 gloo
+  processes.
+* ``tools/test.py --show-dir`` draws every test image.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import REPO, small_config
+from test_demo import save_checkpoint
+from test_e2e import logged_test_metrics
+
+#: Stands in for srun: records its arguments and environment, starts nothing.
+FAKE_SRUN = """#!/usr/bin/env bash
+printf '%s\\n' "$@" > "$RECORD_DIR/argv"
+env -0 > "$RECORD_DIR/env"
+"""
+
+#: Stands in for the interpreter of tools/dist_*.sh: records its arguments, then runs the real
+#: interpreter with them when REAL_PYTHON is set.
+FAKE_PYTHON = """#!/usr/bin/env bash
+printf '%s\\n' "$@" > "$RECORD_DIR/argv"
+if [ -n "${REAL_PYTHON:-}" ]; then exec "$REAL_PYTHON" "$@"; fi
+"""
+
+#: The launcher variables the scripts read; removed from the environment of every test run.
+LAUNCH_VARS = ('GPUS', 'GPUS_PER_NODE', 'CPUS_PER_TASK', 'SRUN_ARGS', 'GRES', 'PORT', 'MASTER_PORT')
+LAUNCH_VARS += ('MASTER_ADDR', 'NNODES', 'NODE_RANK', 'PYTHON', 'REAL_PYTHON')
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def fake_command(folder: Path, name: str, text: str) -> Path:
+    folder.mkdir(exist_ok=True)
+    path = folder / name
+    path.write_text(text)
+    path.chmod(0o755)
+    return path
+
+
+def run_script(command: list[str], record_dir: Path, timeout: float = 60, **env: str) -> str:
+    """Run ``command`` in the repository with ``env`` on top of a clean launch environment; its output."""
+    base = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS}
+    full_env = {**base, 'RECORD_DIR': str(record_dir), **env}
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=full_env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
+def recorded_argv(record_dir: Path) -> list[str]:
+    return (record_dir / 'argv').read_text().splitlines()
+
+
+def recorded_env(record_dir: Path) -> dict[str, str]:
+    entries = (record_dir / 'env').read_bytes().decode().split('\0')
+    return dict(entry.split('=', 1) for entry in entries if '=' in entry)
+
+
+# script -> (its two positional arguments after PARTITION JOB_NAME, python arguments they become)
+SLURM_SCRIPTS = {
+    'slurm_train.sh': (['configs/a.py', 'work_dirs/a'], ['tools/train.py', 'configs/a.py', '--work-dir=work_dirs/a']),
+    'slurm_test.sh': (['configs/a.py', 'a.pth'], ['tools/test.py', 'configs/a.py', 'a.pth']),
+}
+
+
+def expected_python(script: str, python: str) -> list[str]:
+    tool, *args = SLURM_SCRIPTS[script][1]
+    return [python, '-u', str(REPO / tool), *args, '--launcher=slurm']
+
+
+@pytest.mark.parametrize('script', list(SLURM_SCRIPTS))
+def test_slurm_script_hands_srun_the_job(script: str, tmp_path: Path) -> None:
+    bin_dir = tmp_path / 'bin'
+    fake_command(bin_dir, 'srun', FAKE_SRUN)
+    settings = dict(GPUS='16', GPUS_PER_NODE='4', CPUS_PER_TASK='3', SRUN_ARGS='--quotatype=auto --time=5')
+    command = ['bash', f'tools/{script}', 'dev', 'pvt_job', *SLURM_SCRIPTS[script][0], '--cfg-options', 'a=1']
+    path = f'{bin_dir}{os.pathsep}{os.environ["PATH"]}'
+    run_script(command, tmp_path, PATH=path, PORT='23456', PYTHON='python3.11', **settings)
+
+    assert recorded_argv(tmp_path) == [
+        '-p',
+        'dev',
+        '--job-name=pvt_job',
+        '--gres=gpu:4',
+        '--ntasks=16',
+        '--ntasks-per-node=4',
+        '--cpus-per-task=3',
+        '--kill-on-bad-exit=1',
+        '--quotatype=auto',
+        '--time=5',
+        *expected_python(script, 'python3.11'),
+        '--cfg-options',
+        'a=1',
+    ]
+    env = recorded_env(tmp_path)
+    assert env['MASTER_PORT'] == '23456'  # what mmengine's slurm initialisation and ours read
+    assert {k: env[k] for k in settings} == settings
+    assert Path(env['PYTHONPATH'].split(os.pathsep)[0]).resolve() == REPO
+
+
+@pytest.mark.parametrize('script', list(SLURM_SCRIPTS))
+def test_slurm_script_defaults(script: str, tmp_path: Path) -> None:
+    bin_dir = tmp_path / 'bin'
+    fake_command(bin_dir, 'srun', FAKE_SRUN)
+    command = ['bash', f'tools/{script}', 'dev', 'pvt_job', *SLURM_SCRIPTS[script][0]]
+    run_script(command, tmp_path, PATH=f'{bin_dir}{os.pathsep}{os.environ["PATH"]}')
+
+    argv = recorded_argv(tmp_path)
+    assert argv[:6] == ['-p', 'dev', '--job-name=pvt_job', '--gres=gpu:8', '--ntasks=8', '--ntasks-per-node=8']
+    assert argv[6:] == ['--cpus-per-task=5', '--kill-on-bad-exit=1', *expected_python(script, 'python3')]
+    assert recorded_env(tmp_path)['MASTER_PORT'] == '29500'
+
+    # a CPU partition: GRES set empty asks for no GPUs
+    run_script(command, tmp_path, PATH=f'{bin_dir}{os.pathsep}{os.environ["PATH"]}', GRES='')
+    assert not [a for a in recorded_argv(tmp_path) if a.startswith('--gres')]
+
+
+# script -> (its arguments before GPUS, the tool it starts)
+DIST_SCRIPTS = {
+    'dist_train.sh': (['configs/a.py'], ['tools/train.py', 'configs/a.py']),
+    'dist_test.sh': (['configs/a.py', 'a.pth'], ['tools/test.py', 'configs/a.py', 'a.pth']),
+}
+
+
+@pytest.mark.parametrize('script', list(DIST_SCRIPTS))
+def test_dist_script_hands_torchrun_the_nodes(script: str, tmp_path: Path) -> None:
+    python = fake_command(tmp_path / 'bin', 'python', FAKE_PYTHON)
+    before, (tool, *args) = DIST_SCRIPTS[script]
+    command = ['bash', f'tools/{script}', *before, '4', '--work-dir', 'w']
+    run_script(command, tmp_path, PYTHON=str(python), NNODES='2', NODE_RANK='1', MASTER_ADDR='10.1.2.3', PORT='23456')
+
+    assert recorded_argv(tmp_path) == [
+        '-m',
+        'torch.distributed.run',
+        '--nnodes=2',
+        '--node_rank=1',
+        '--master_addr=10.1.2.3',
+        '--master_port=23456',
+        '--nproc_per_node=4',
+        str(REPO / tool),
+        *args,
+        '--launcher',
+        'pytorch',
+        '--work-dir',
+        'w',
+    ]
+
+
+@pytest.fixture(scope='module')
+def tiny_detector(toy_coco: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(config, checkpoint) of an untrained small toy RetinaNet-PVT-T (conftest's ``small_config``).
+
+    It keeps its 20 best boxes per image: an untrained detector scores below the default threshold.
+    """
+    folder = tmp_path_factory.mktemp('tiny_detector')
+    small = small_config(folder / 'small.py', toy_coco)
+    config, checkpoint = folder / 'config.py', folder / 'model.pth'
+    config.write_text(f"_base_ = '{small}'\nmodel = dict(test_cfg=dict(score_thr=0.0, max_per_img=20))\n")
+    save_checkpoint(config, checkpoint)
+    return config, checkpoint
+
+
+def test_dist_test_runs_two_cpu_processes(tiny_detector: tuple[Path, Path], tmp_path: Path) -> None:
+    config, checkpoint = tiny_detector
+    python = fake_command(tmp_path / 'bin', 'python', FAKE_PYTHON)
+    port = str(free_port())
+    work_dir, predictions = tmp_path / 'test', tmp_path / 'predictions.pkl'
+    command = ['bash', 'tools/dist_test.sh', str(config), str(checkpoint), '2', '--work-dir', str(work_dir)]
+    env = dict(PYTHON=str(python), REAL_PYTHON=sys.executable, OMP_NUM_THREADS='1')
+    env.update(NNODES='1', NODE_RANK='0', MASTER_ADDR='127.0.0.1', PORT=port)
+    output = run_script([*command, '--out', str(predictions)], tmp_path, timeout=600, **env)
+
+    argv = recorded_argv(tmp_path)
+    nodes = ['--nnodes=1', '--node_rank=0', '--master_addr=127.0.0.1', f'--master_port={port}']
+    assert argv[2:7] == [*nodes, '--nproc_per_node=2']
+    assert 'of 2)' in output  # "distributed run on CPU processes with gloo (rank 0 of 2)"
+    assert 'coco/bbox_mAP' in output
+    metrics = logged_test_metrics(work_dir)
+    for key in ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/bbox_mAP_75'):
+        assert -1 <= metrics[key] <= 1, key
+    # both ranks' predictions were gathered: each of the 4 validation images once
+    samples = pickle.loads(predictions.read_bytes())
+    assert len({s['img_path'] for s in samples}) == len(samples) == 4
+
+
+def test_show_dir_draws_every_test_image(tiny_detector: tuple[Path, Path], toy_coco: Path, tmp_path: Path) -> None:
+    config, checkpoint = tiny_detector
+    show_dir = tmp_path / 'shown'
+    command = [sys.executable, 'tools/test.py', str(config), str(checkpoint), '--work-dir', str(tmp_path / 'test')]
+    run_script([*command, '--show-dir', str(show_dir)], tmp_path, timeout=300, OMP_NUM_THREADS='1')
+
+    originals = sorted((toy_coco / 'val2017').iterdir())
+    drawn = sorted(show_dir.iterdir())
+    # mmdet's DetVisualizationHook names each picture after its image
+    assert [p.name for p in drawn] == [p.name for p in originals]
+    for picture, original in zip(drawn, originals):
+        image, source = cv2.imread(str(picture)), cv2.imread(str(original))
+        h, w = source.shape[:2]
+        assert image is not None and image.shape == (h, 2 * w, 3)  # ground truth | prediction
+        for half in (image[:, :w], image[:, w:]):  # boxes and labels were drawn on both
+            changed = np.abs(half.astype(int) - source.astype(int)).max(axis=2) > 50
+            assert changed.mean() > 0.05, picture.name
