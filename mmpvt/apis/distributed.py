@@ -101,6 +101,19 @@ def prepare_cpu_distributed(cfg: Config, launcher: str) -> bool:
     return True
 
 
+def close_distributed() -> None:
+    """Wait for every rank, then destroy the process group (after a run that ended normally).
+
+    Left to interpreter exit, the teardown of a gloo group raced its own threads and
+    aborted a rank (``terminate called without an active exception``, SIGABRT) after a
+    finished 2-process run, turning a success into torchrun's ``ChildFailedError``.
+    torch asks for an explicit ``destroy_process_group`` with nccl too.
+    """
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.barrier()
+        torch_dist.destroy_process_group()
+
+
 class RankMeanLossHook(Hook):
     """Log the training losses averaged over all ranks instead of rank 0's own.
 

@@ -33,7 +33,7 @@ from .checks import (
     check_train_data,
     check_work_dir,
 )
-from .distributed import RankMeanLossHook, prepare_cpu_distributed
+from .distributed import RankMeanLossHook, close_distributed, prepare_cpu_distributed
 from .resume import ResumableRandomnessHook, latest_readable_checkpoint, use_atomic_checkpoints
 
 #: Supported ``default_scope`` values and the package each one needs.
@@ -207,6 +207,11 @@ def _bare(model: torch.nn.Module) -> torch.nn.Module:
 def build_runner(cfg: Config) -> Runner:
     """Build the Runner (a custom one if the config has ``runner_type``), CPU-distributed if needed."""
     prepare_cpu_distributed(cfg, cfg.launcher)
+    if isinstance(cfg.get('visualizer'), dict):
+        # mmdet and mmseg name their visualizer 'visualizer': a second Runner in this process would get the
+        # first one's instance back and log into the first run's work dir. Unnamed, the Runner names it
+        # after its own run.
+        cfg.visualizer.pop('name', None)
     if 'runner_type' in cfg:
         from mmengine.registry import RUNNERS
 
@@ -297,6 +302,7 @@ def train(argv: Sequence[str] | None = None) -> dict[str, float]:
     if metrics:
         summary = ', '.join(f'{k}={v:.4g}' for k, v in metrics.items())
         print_log(f'final validation metrics: {summary}', logger='current')
+    close_distributed()
     return metrics
 
 
@@ -340,4 +346,6 @@ def test(argv: Sequence[str] | None = None) -> dict[str, Any]:
         else:
             from mmengine.evaluator import DumpResults as Dump
         runner.test_evaluator.metrics.append(Dump(out_file_path=args.out))
-    return runner.test()
+    metrics = runner.test()
+    close_distributed()
+    return metrics
