@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 import torch
 from conftest import REPO, toy_config
 
-from mmpvt.apis import build_runner, validation_metrics
+from mmpvt.apis import launch
 
 pytestmark = pytest.mark.slow
 
@@ -76,12 +77,14 @@ def test_train_then_test_gives_the_same_metrics(name: str, request: pytest.Fixtu
     cfg.dump(str(tmp_path / 'config.py'))
     torch.manual_seed(0)
 
-    runner = build_runner(cfg)
-    runner.train()
-    trained = validation_metrics(runner)
-    assert math.isfinite(runner.message_hub.get_scalar('train/loss').current())
+    trained = launch.train([str(tmp_path / 'config.py')])  # what tools/train.py runs, checks included
+    (scalars,) = (tmp_path / 'train').glob('*/vis_data/scalars.json')
+    losses = [json.loads(line)['loss'] for line in scalars.read_text().splitlines() if '"loss"' in line]
+    assert losses and all(math.isfinite(loss) for loss in losses)
     assert set(keys) <= set(trained)
     assert (tmp_path / 'train' / checkpoint).is_file()
+    (log,) = (tmp_path / 'train').glob('*/*.log')
+    assert re.search(rf'final validation metrics: (\S+=\S+, )*{re.escape(keys[0])}=', log.read_text())
 
     command = [sys.executable, 'tools/test.py', str(tmp_path / 'config.py'), str(tmp_path / 'train' / checkpoint)]
     command += ['--work-dir', str(tmp_path / 'test'), '--out', str(tmp_path / 'test_predictions.pkl')]

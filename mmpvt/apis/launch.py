@@ -276,7 +276,12 @@ def check_resume(cfg: Config, resume: str | None) -> None:
 def validation_metrics(runner: Runner) -> dict[str, float]:
     """The last validation metrics a Runner recorded (``{'coco/bbox_mAP': ...}``)."""
     scalars = runner.message_hub.log_scalars
-    return {key[len('val/') :]: float(buf.current()) for key, buf in scalars.items() if key.startswith('val/')}
+    timings = ('val/time', 'val/data_time')
+    return {
+        key[len('val/') :]: float(buf.current())
+        for key, buf in scalars.items()
+        if key.startswith('val/') and key not in timings
+    }
 
 
 def train(argv: Sequence[str] | None = None) -> dict[str, float]:
