@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mmengine.config import Config
+from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 from torch import nn
 
@@ -157,7 +158,7 @@ def check_checkpoint_fits(model: nn.Module, path: str, min_match: float = 0.5) -
     """Check that a checkpoint is one of ``model``: readable, and most of its tensors fit.
 
     Args:
-        model: the built model (unwrapped).
+        model: the built model, or the DDP-style wrapper around it.
         path: checkpoint file.
         min_match: fraction of the model's tensors the checkpoint must provide with the right shape.
 
@@ -168,6 +169,8 @@ def check_checkpoint_fits(model: nn.Module, path: str, min_match: float = 0.5) -
         state_dict = extract_state_dict(load_file(path), path)
     except (FileNotFoundError, ValueError) as err:
         raise ConfigError(str(err)) from err
+    if is_model_wrapper(model):
+        model = model.module
     own = model.state_dict()
     shapes = [k for k, v in state_dict.items() if k in own and v.shape != own[k].shape]
     matched = sum(1 for k, v in state_dict.items() if k in own and v.shape == own[k].shape)

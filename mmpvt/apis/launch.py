@@ -17,7 +17,6 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import torch
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 from mmengine.runner import Runner
@@ -199,11 +198,6 @@ def _setup(cfg: Config, args: argparse.Namespace) -> None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
 
 
-def _bare(model: torch.nn.Module) -> torch.nn.Module:
-    """The model inside a DDP-style wrapper, or the model itself."""
-    return model.module if isinstance(getattr(model, 'module', None), torch.nn.Module) else model
-
-
 def build_runner(cfg: Config) -> Runner:
     """Build the Runner (a custom one if the config has ``runner_type``), CPU-distributed if needed."""
     prepare_cpu_distributed(cfg, cfg.launcher)
@@ -290,7 +284,7 @@ def train(argv: Sequence[str] | None = None) -> dict[str, float]:
     cfg = train_config(train_parser().parse_args(argv))
     runner = build_runner(cfg)
     if cfg.get('resume') and cfg.get('load_from'):
-        check_checkpoint_fits(_bare(runner.model), cfg.load_from)
+        check_checkpoint_fits(runner.model, cfg.load_from)
     check_train_data(runner)
     check_image_files(runner)
     try:
@@ -344,7 +338,7 @@ def test(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = test_parser().parse_args(argv)
     cfg = test_config(args)
     runner = build_runner(cfg)
-    check_checkpoint_fits(_bare(runner.model), args.checkpoint)
+    check_checkpoint_fits(runner.model, args.checkpoint)
     if args.out:
         if cfg.default_scope == 'mmdet':
             from mmdet.evaluation import DumpDetResults as Dump
