@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,15 @@ def toy_config(name: str, data_root: Path, work_dir: Path) -> Config:
     cfg.work_dir = str(work_dir)
     cfg.launcher = 'none'
     return cfg
+
+
+def logged_records(work_dir: Path) -> list[dict]:
+    """Every record of the Runner's ``scalars.json`` logs, over every run (timestamped folder) of a work dir."""
+    return [
+        json.loads(line)
+        for log in sorted(work_dir.glob('*/vis_data/scalars.json'))
+        for line in log.read_text().splitlines()
+    ]
 
 
 MAX_EPOCHS = 5  # 8 images / batch 2 = 4 iterations per epoch: 20 iterations

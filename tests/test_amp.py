@@ -3,14 +3,13 @@ non-finite loss is skipped and reported by the loss scaler instead of reaching t
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import small_config
+from conftest import logged_records, small_config
 from mmengine.logging import MMLogger
 from torch import nn
 
@@ -26,7 +25,7 @@ def test_amp_trains_the_toy_retinanet(toy_coco: Path, tmp_path: Path) -> None:
     # then skips those steps, as it should, but the run is not the clean one this test is about.
     size = ['--cfg-options', 'train_dataloader.dataset.pipeline.2.scale=(128,128)']
     launch.train([str(config), '--work-dir', str(tmp_path / 'work'), '--amp', *size])
-    records = [json.loads(line) for log in tmp_path.glob('work/*/vis_data/scalars.json') for line in log.open()]
+    records = logged_records(tmp_path / 'work')
     losses = [r['loss'] for r in records if 'loss' in r]
     assert len(losses) == 28
     assert all(math.isfinite(loss) for loss in losses), losses

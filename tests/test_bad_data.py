@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, TOY_CONFIGS, small_config
+from conftest import REPO, TOY_CONFIGS, logged_records, small_config
 from mmcv.transforms import LoadImageFromFile
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
@@ -50,10 +50,7 @@ def train(root: Path, work_dir: Path, max_epochs: int = 1, *extra: str) -> dict[
 
 
 def logged_losses(work_dir: Path) -> list[float]:
-    lines = [
-        json.loads(line) for log in work_dir.glob('*/vis_data/scalars.json') for line in log.read_text().splitlines()
-    ]
-    return [line['loss'] for line in lines if 'loss' in line]
+    return [record['loss'] for record in logged_records(work_dir) if 'loss' in record]
 
 
 def test_grey_rgba_and_tiny_images_train(coco: Path, tmp_path: Path) -> None:

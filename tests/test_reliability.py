@@ -14,7 +14,6 @@ global generators reseeded from (seed, epoch) and (seed, iteration), which a che
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import MAX_EPOCHS, REPO, small_config
+from conftest import MAX_EPOCHS, REPO, logged_records, small_config
 
 from mmpvt.checkpoint import allow_mmengine_checkpoints, load_file
 
@@ -62,13 +61,7 @@ def run(command: list[str], log: Path) -> str:
 
 def logged_losses(work_dir: Path) -> dict[int, float]:
     """iteration -> loss over every run (timestamped folder) of a work dir."""
-    losses = {}
-    for log in sorted(work_dir.glob('*/vis_data/scalars.json')):
-        for line in log.read_text().splitlines():
-            record = json.loads(line)
-            if 'loss' in record:
-                losses[record['iter']] = record['loss']
-    return losses
+    return {record['iter']: record['loss'] for record in logged_records(work_dir) if 'loss' in record}
 
 
 def copy_run(source: Path, target: Path) -> Path:
