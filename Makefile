@@ -2,7 +2,7 @@
 PYTHON ?= python3
 export PYTHON
 
-.PHONY: setup demo test lint
+.PHONY: setup demo test lint gpu-wheels gpu-check
 
 setup:
 	bash tools/setup_env.sh
@@ -18,3 +18,13 @@ lint:
 
 test: setup lint
 	$(PYTHON) -m pytest tests
+
+# Borrowed CUDA machine without network (tools/analysis/gpu_check.py, issue 18). Here, with PyPI: the
+# wheels and mmcv's sdist into gpu_wheels/. There: make gpu-check STEP=setup, then parity, train, bench
+# (each one command of at most 10 minutes; STEP=all runs the four). ARGS=--dry-run prints the steps.
+STEP ?= all
+gpu-wheels:
+	$(PYTHON) tools/analysis/gpu_check.py wheels
+
+gpu-check:
+	$(PYTHON) tools/analysis/gpu_check.py $(STEP) $(ARGS)
