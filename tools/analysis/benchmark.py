@@ -5,6 +5,7 @@ Usage:
     python tools/analysis/benchmark.py --tasks infer --infer-size 224 224 --arch tiny
     python tools/analysis/benchmark.py --json work_dirs/bench.json
     python tools/analysis/benchmark.py --device cuda --amp fp16
+    python tools/analysis/benchmark.py --device cuda --arch b2 --tasks infer,train,memory  # PVTv2-b2
 
 Both backbones get identical weights (mmdet's initialisation, converted with
 ``mmpvt.convert.convert_state_dict``) and must give the same outputs before anything is
@@ -52,11 +53,16 @@ from torch import nn
 TASKS = ('infer', 'train', 'memory', 'detector', 'gemm')
 MMDET_DETECTOR = 'pvt/retinanet_pvt-{short}_fpn_1x_coco.py'  # in mmdet's packaged configs (mmdet::)
 MMDET_DEPTHS = {'tiny': [2, 2, 2, 2], 'small': [3, 4, 6, 3], 'medium': [3, 4, 18, 3], 'large': [3, 8, 27, 3]}
+MMDET_V2_DEPTHS = {'b2': [3, 4, 6, 3]}  # against mmdet's PyramidVisionTransformerV2 (its defaults are b2's)
+#: Default of --tolerance: fp32 rounding, or that of the autocast dtype.
+TOLERANCE = {None: 1e-5, 'fp16': 1e-2, 'bf16': 5e-2}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--arch', default='small', choices=sorted(MMDET_DEPTHS), help='PVT v1 variant')
+    parser.add_argument(
+        '--arch', default='small', choices=[*MMDET_DEPTHS, *MMDET_V2_DEPTHS], help='PVT v1 variant, or PVTv2-b2'
+    )
     parser.add_argument('--tasks', default=','.join(TASKS), help=f'comma-separated subset of {",".join(TASKS)}')
     parser.add_argument('--infer-size', nargs=2, type=int, action='append', metavar=('H', 'W'))
     parser.add_argument('--train-size', nargs=2, type=int, default=[512, 512], metavar=('H', 'W'))
@@ -68,12 +74,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     parser.add_argument('--amp', default=None, choices=['fp16', 'bf16'], help='autocast dtype (GPU users)')
+    parser.add_argument(
+        '--tolerance',
+        type=float,
+        default=None,
+        help='outputs must agree to this share of their scale (default 1e-5; under --amp 1e-2 for fp16, 5e-2 for bf16)',
+    )
+    parser.add_argument('--tf32', action='store_true', help='CUDA: allow TF32 (default off: fp32 numerics)')
     parser.add_argument('--threads', type=int, default=None, help='torch threads (default: all cores)')
     parser.add_argument('--json', default=None, help='write the results to this file')
     parser.add_argument('--memory-worker', nargs=2, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.infer_size = args.infer_size or [[800, 1333], [224, 224]]
     args.tasks = [t for t in args.tasks.split(',') if t]
+    args.tolerance = args.tolerance or TOLERANCE[args.amp]
+    if args.arch in MMDET_V2_DEPTHS and 'detector' in args.tasks:
+        parser.error('the detector task compares PVT v1 RetinaNets only')
     unknown = set(args.tasks) - set(TASKS)
     if unknown:
         parser.error(f'unknown tasks {sorted(unknown)}; choose from {TASKS}')
@@ -84,12 +100,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def build_backbones(arch: str, *, seed: int = 0) -> tuple[nn.Module, nn.Module]:
     """mmdet's and mmpvt's PVT v1 ``arch``, ours loaded with mmdet's (initialised) weights."""
     from mmdet.models.backbones.pvt import PyramidVisionTransformer as MMDetPVT
+    from mmdet.models.backbones.pvt import PyramidVisionTransformerV2 as MMDetPVTv2
 
     from mmpvt.convert import convert_state_dict
     from mmpvt.models.pvt import PyramidVisionTransformer
 
     torch.manual_seed(seed)
-    theirs = MMDetPVT(num_layers=MMDET_DEPTHS[arch])
+    if arch in MMDET_V2_DEPTHS:
+        theirs = MMDetPVTv2(num_layers=MMDET_V2_DEPTHS[arch])
+    else:
+        theirs = MMDetPVT(num_layers=MMDET_DEPTHS[arch])
     theirs.init_weights()
     ours = PyramidVisionTransformer.from_arch(arch)
     ours.load_state_dict(convert_state_dict(theirs.state_dict(), ours), strict=True)
@@ -214,7 +234,7 @@ def run_infer(theirs: nn.Module, ours: nn.Module, args: argparse.Namespace, resu
     for h, w in args.infer_size:
         x = torch.randn(1, 3, h, w, device=args.device)
         with torch.inference_mode(), autocast(args):
-            ok, diff, rel = agree(theirs(x), ours(x))
+            ok, diff, rel = agree(theirs(x), ours(x), args.tolerance)
             if not ok:
                 raise AssertionError(f'outputs differ at {h}×{w}: max |diff| {diff:.2e} ({rel:.1e} of scale)')
             times = time_pair({'mmdet': lambda x=x: theirs(x), 'mmpvt': lambda x=x: ours(x)}, args)
@@ -241,7 +261,7 @@ def run_detector(args: argparse.Namespace, results: dict[str, Any]) -> None:
     ours.to(args.device).eval()
     x, samples = detector_inputs(tuple(args.detector_size), args.device)
     with torch.inference_mode(), autocast(args):
-        ok, diff, rel = agree(theirs(x, mode='tensor'), ours(x, mode='tensor'))
+        ok, diff, rel = agree(theirs(x, mode='tensor'), ours(x, mode='tensor'), args.tolerance)
         if not ok:
             raise AssertionError(f'detector outputs differ: max |diff| {diff:.2e} ({rel:.1e} of scale)')
         fns = {'mmdet': lambda: theirs.predict(x, samples), 'mmpvt': lambda: ours.predict(x, samples)}
@@ -344,6 +364,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.device == 'cuda':  # TF32 would move outputs by ~1e-3 and time other arithmetic than the CPU's
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
     if args.memory_worker:
         print(memory_worker(args.memory_worker[0], args))
         return {}

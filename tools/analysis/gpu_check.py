@@ -302,11 +302,17 @@ def probe_nvcc(env: dict[str, str], torch_cuda: str | None, arch: str, workdir: 
     return True, f'nvcc {version} ({nvcc}) compiles for sm_{arch}'
 
 
+#: pip's own lines around a failed build: they say that it failed, not why.
+PIP_NOISE = re.compile(r'This error originates|Failed (building wheel|to build)|subprocess-exited-with-error|^[×│╰]')
+
+
 def tail(text: str, lines: int = 3) -> str:
-    """The lines that say what went wrong: the last ones naming an error, else the last ones."""
-    rows = [r.strip() for r in text.splitlines() if r.strip()]
+    """The lines that say what went wrong: the first error lines (a compiler's first error is the cause) and
+    the last one, else the last lines."""
+    rows = [r.strip() for r in text.splitlines() if r.strip() and not PIP_NOISE.search(r.strip())]
     errors = [r for r in rows if re.search(r'error|fatal|killed', r, re.I)]
-    return ' | '.join((errors or rows)[-lines:])[:600]
+    picked = list(dict.fromkeys(errors[: lines - 1] + errors[-1:])) if errors else rows[-lines:]
+    return ' | '.join(picked)[:600]
 
 
 def run_build(src: Path, dist: Path, env: dict[str, str], timeout: float, log: Path, flavour: str) -> Build:
@@ -599,7 +605,9 @@ def mmcv_step(ctx: Context, state: dict[str, Any]) -> dict[str, Any]:
         else:
             env.update(FORCE_CUDA='0', CUDA_VISIBLE_DEVICES='')
         print(f'[gpu-check] building mmcv {MMCV[1]} {flavour} ops with {jobs} jobs (time box {timeout:.0f} s)')
-        build = run_build(src, ctx.build / f'dist-{flavour}', env, timeout, ctx.out / f'mmcv_build_{flavour}.log', flavour)
+        build = run_build(
+            src, ctx.build / f'dist-{flavour}', env, timeout, ctx.out / f'mmcv_build_{flavour}.log', flavour
+        )
         trim_log(Path(build.log))
         print(f'[gpu-check] mmcv {flavour} build: {"ok" if build.ok else build.reason} ({build.seconds:.0f} s)')
         return build
@@ -757,7 +765,8 @@ def step_parity(ctx: Context) -> None:
 
 # ----------------------------------------------------------------------------- step: train
 TRAIN_RUNS = (
-    # name, config, toy data, --cfg-options for 50 iterations (400 images / batch 8 per epoch), checkpoint, needs CUDA ops
+    # name, config, toy data, --cfg-options for 50 iterations (an epoch: 400 images / batch 8), checkpoint,
+    # needs CUDA ops
     (
         'RetinaNet-PVT-T',
         'configs/toy/retinanet_pvt_t_fpn_toy_coco.py',
@@ -813,9 +822,9 @@ def run_tool(ctx: Context, cmd: list[str], log: Path, cap: float) -> tuple[bool,
         out = subprocess.run(cmd, capture_output=True, text=True, env=ctx.env(), cwd=REPO, timeout=timeout)
     except subprocess.TimeoutExpired as err:
         text = (err.stdout or b'').decode(errors='replace') if isinstance(err.stdout, bytes) else err.stdout or ''
-        log.write_text(text[-2**20:])
+        log.write_text(text[-(2**20) :])
         return False, f'timed out after {timeout:.0f} s'
-    log.write_text((out.stdout + out.stderr)[-2**20:])
+    log.write_text((out.stdout + out.stderr)[-(2**20) :])
     return out.returncode == 0, out.stdout + out.stderr
 
 
@@ -827,7 +836,7 @@ def step_train(ctx: Context) -> None:
     gpus = torch.cuda.device_count() if ctx.device == 'cuda' else 0
     for name, config, (kind, root), options, ckpt, needs_cuda_ops in TRAIN_RUNS:
         if needs_cuda_ops and ctx.device == 'cuda' and ops != 'cuda':
-            ctx.add(Check('train', name, 'skip', f"mmcv has no CUDA ops ({ctx.state().get('mmcv_reason')})"))
+            ctx.add(Check('train', name, 'skip', f'mmcv has no CUDA ops ({ctx.state().get("mmcv_reason")})'))
             continue
         if not (REPO / root).exists():
             subprocess.run([py, 'tools/dataset_converters/make_toy_data.py', kind, root], env=ctx.env(), cwd=REPO)
@@ -852,7 +861,13 @@ def step_train(ctx: Context) -> None:
                 ok, test_out = run_tool(ctx, test, work.with_suffix('.test.log'), cap=180)
                 metrics = test_metrics(test_out)
                 out = test_out if not ok else out
-            passed = ok and losses['finite'] and losses['iters'] >= 50 and bool(metrics) and not losses['skipped_after_warmup']
+            passed = (
+                ok
+                and losses['finite']
+                and losses['iters'] >= 50
+                and bool(metrics)
+                and not losses['skipped_after_warmup']
+            )
             shown = ', '.join(f'{k}={v:g}' for k, v in metrics.items() if k.endswith(('mAP', 'mIoU', 'aAcc')))
             figure = (
                 f'{losses["iters"]} its --amp, loss {losses["first"]} → {losses["last"]}, {shown or "no metrics"}, '
@@ -886,7 +901,9 @@ def step_bench(ctx: Context) -> None:
                 continue
             figures = bench_figures(json.loads(result.read_text()))
             seconds = f'{time.monotonic() - start:.0f} s'
-            ctx.add(Check('bench', label, 'pass', '; '.join([*figures, seconds]), detail=json.loads(result.read_text())))
+            ctx.add(
+                Check('bench', label, 'pass', '; '.join([*figures, seconds]), detail=json.loads(result.read_text()))
+            )
     if ctx.device == 'cuda' and ops != 'cuda':
         ctx.add(Check('bench', 'RetinaNet-PVT-S predict', 'skip', 'mmcv has no CUDA ops (nms)'))
 
