@@ -338,11 +338,23 @@ def test_no_ops_at_all_is_reported(tmp_path: Path) -> None:
 
 
 def test_the_build_is_time_boxed(tmp_path: Path) -> None:
-    src = tiny_source(tmp_path / 'slow', 'import time\ntime.sleep(120)\n' + SETUP_PY)
+    """A build past its time is killed with everything it started, even a child in a session of its own
+    (ninja puts each compiler in a process group of its own)."""
+    pid_file = tmp_path / 'child.pid'
+    slow = f"""import subprocess, time
+child = subprocess.Popen(['sleep', '300'], start_new_session=True)
+open({str(pid_file)!r}, 'w').write(str(child.pid))
+time.sleep(120)
+"""
+    src = tiny_source(tmp_path / 'slow', slow + SETUP_PY)
     start = time.monotonic()
-    build = gc.run_build(src, tmp_path / 'dist', dict(os.environ), 3, tmp_path / 'slow.log', 'cuda')
+    build = gc.run_build(src, tmp_path / 'dist', dict(os.environ), 6, tmp_path / 'slow.log', 'cuda')
     assert time.monotonic() - start < 30
-    assert (build.ok, build.reason) == (False, 'timed out after 3 s')
+    assert (build.ok, build.reason) == (False, 'timed out after 6 s')
+    child = int(pid_file.read_text())
+    time.sleep(0.5)
+    state = Path(f'/proc/{child}/stat')
+    assert not state.exists() or state.read_text().rsplit(')', 1)[1].split()[0] == 'Z', 'the grandchild survived'
 
 
 def test_cpu_ops_already_there_are_kept_when_cuda_fails() -> None:

@@ -39,6 +39,7 @@ folder, no setup). ``--device cpu`` rehearses the steps on a machine without a G
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import math
@@ -315,6 +316,41 @@ def tail(text: str, lines: int = 3) -> str:
     return ' | '.join(picked)[:600]
 
 
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and every descendant. ninja starts each compiler in a process group of its own,
+    so killing the build's group would leave the compilers running."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGSTOP)  # it starts nothing more while its tree goes
+    for _ in range(10):
+        tree = descendants(pid)
+        if not tree:
+            break
+        for sig in (signal.SIGSTOP, signal.SIGKILL):
+            for p in tree:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p, sig)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every living (not zombie) descendant of ``pid``, from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path('/proc').glob('[0-9]*/stat'):
+        try:
+            state, ppid = stat.read_text().rsplit(')', 1)[1].split()[:2]
+        except OSError:
+            continue
+        if state != 'Z':
+            children.setdefault(int(ppid), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 def run_build(src: Path, dist: Path, env: dict[str, str], timeout: float, log: Path, flavour: str) -> Build:
     """``pip wheel`` of an unpacked source tree (in-tree, so a timed-out ninja build resumes next time)."""
     cmd = [sys.executable, '-m', 'pip', '--disable-pip-version-check', 'wheel', '--no-index', '--no-deps']
@@ -326,7 +362,7 @@ def run_build(src: Path, dist: Path, env: dict[str, str], timeout: float, log: P
         try:
             code = proc.wait(timeout=max(timeout, 1))
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # the build's own process group: pip, setup.py, ninja, compilers
+            kill_tree(proc.pid)
             proc.wait()
             code = None
     seconds = time.monotonic() - start
