@@ -79,14 +79,17 @@ def test_linear_sra_pools_to_a_fixed_grid() -> None:
         assert torch.equal(layer._keys_values_input(x, hw), kv_in)
 
 
-def test_attention_dropout_only_in_training() -> None:
+@pytest.mark.parametrize('fused_attn', [True, False])
+def test_attention_dropout_only_in_training(fused_attn: bool) -> None:
+    """In eval mode the layer is the dropout-free attention of the paper's equations; in training it is not."""
     torch.manual_seed(0)
-    layer = SpatialReductionAttention(32, 2, 2, attn_drop=0.5)
+    layer = SpatialReductionAttention(32, 2, 2, attn_drop=0.5, fused_attn=fused_attn)
     x = torch.randn(1, 64, 32)
     layer.eval()
-    torch.testing.assert_close(layer(x, (8, 8)), layer(x, (8, 8)))
+    torch.testing.assert_close(layer(x, (8, 8)), reference_sra(layer, x, (8, 8)), atol=1e-5, rtol=0)
     layer.train()
     assert not torch.allclose(layer(x, (8, 8)), layer(x, (8, 8)))
+    assert not torch.allclose(layer(x, (8, 8)), reference_sra(layer, x, (8, 8)))
 
 
 def test_bad_arguments_are_refused() -> None:

@@ -189,23 +189,47 @@ def test_frozen_stages_out_of_range_is_rejected_before_building(monkeypatch: pyt
         )
 
 
-@pytest.mark.parametrize('frozen_stages', [0, 1, 2, 4])
-def test_frozen_stages_stay_frozen(frozen_stages: int) -> None:
-    model = build('tiny', frozen_stages=frozen_stages)
+#: What ``frozen_stages=0`` freezes, by name: stage 1's patch embedding and (v1) its position embedding.
+FROZEN_AT_0 = {
+    'tiny': {
+        'stages.0.patch_embed.proj.weight',
+        'stages.0.patch_embed.proj.bias',
+        'stages.0.patch_embed.norm.weight',
+        'stages.0.patch_embed.norm.bias',
+        'stages.0.pos_embed',
+    },
+    'b0': {
+        'stages.0.patch_embed.proj.weight',
+        'stages.0.patch_embed.proj.bias',
+        'stages.0.patch_embed.norm.weight',
+        'stages.0.patch_embed.norm.bias',
+    },
+}
+
+
+@pytest.mark.parametrize(('arch', 'frozen_stages'), [('tiny', 0), ('b0', 0), ('tiny', 1), ('tiny', 2), ('tiny', 4)])
+def test_frozen_stages_stay_frozen(arch: str, frozen_stages: int) -> None:
+    model = build(arch, frozen_stages=frozen_stages)
     model.train()
-    frozen = [model.stages[0].patch_embed] if frozen_stages == 0 else list(model.stages[:frozen_stages])
-    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
-    for module in frozen:
+    names = [n for n, _ in model.named_parameters()]
+    if frozen_stages == 0:
+        expected = FROZEN_AT_0[arch]
+        frozen_modules = [model.stages[0].patch_embed]
+    else:  # whole stages 1..k
+        expected = {n for n in names if n.startswith(tuple(f'stages.{i}.' for i in range(frozen_stages)))}
+        frozen_modules = list(model.stages[:frozen_stages])
+    assert expected <= set(names)
+    assert {n for n, p in model.named_parameters() if not p.requires_grad} == expected
+    for module in frozen_modules:
         assert not module.training
-        assert all(not p.requires_grad for p in module.parameters())
     assert all(m.training for m in model.stages[max(frozen_stages, 1) :])
     if frozen_stages < 4:
         outs = model(torch.randn(1, 3, 64, 64))
         sum(o.sum() for o in outs).backward()
-        assert all(p.grad is None for m in frozen for p in m.parameters())
-        assert all(dict(model.named_parameters())[n].grad is not None for n in trainable)
+        without_gradient = {n for n, p in model.named_parameters() if p.grad is None}
+        assert without_gradient == expected
     else:
-        assert trainable == []
+        assert expected == set(names)
 
 
 def test_out_indices_select_and_order_the_outputs() -> None:

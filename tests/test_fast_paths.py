@@ -102,14 +102,58 @@ def test_backbone_fused_and_plain_paths_agree(arch: str, hw: tuple[int, int]) ->
         torch.testing.assert_close(f, r, atol=1e-5, rtol=1e-5)
 
 
-def test_training_path_gradients_do_not_depend_on_the_fused_switch() -> None:
+def backbone_gradients(model: PyramidVisionTransformer, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
+    """Gradients of every parameter (and of the input, under ``'input'``) of a sum of the outputs' squares."""
+    model.zero_grad(set_to_none=True)
+    x = x.clone().requires_grad_(True)
+    sum(o.square().mean() for o in model(x)).backward()
+    return {'input': x.grad, **{n: p.grad for n, p in model.named_parameters()}}
+
+
+def assert_same_gradients(got: dict[str, torch.Tensor | None], want: dict[str, torch.Tensor | None]) -> None:
+    assert got.keys() == want.keys()
+    for name, grad in want.items():
+        assert grad is not None and got[name] is not None, f'no gradient reached {name}'
+        torch.testing.assert_close(got[name], grad, atol=1e-6, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize('arch', ['tiny', 'b0'])
+def test_training_path_gradients_do_not_depend_on_the_fused_switch(arch: str) -> None:
+    torch.manual_seed(0)
+    model = PyramidVisionTransformer.from_arch(arch, drop_path_rate=0.0).train()
+    x = torch.randn(1, 3, 64, 64)
+    fused = backbone_gradients(model, x)
+    with fused_kernels(False):
+        plain = backbone_gradients(model, x)
+    assert_same_gradients(fused, plain)
+
+
+@pytest.mark.parametrize('arch', ['tiny', 'b0'])
+def test_eval_mode_under_autograd_gives_every_parameter_and_the_input_a_gradient(arch: str) -> None:
+    """Eval mode with gradients on (e.g. saliency maps, attacks): the fused inference kernels have no
+    backward, so they must step aside and give the plain path's gradients."""
+    torch.manual_seed(0)
+    model = PyramidVisionTransformer.from_arch(arch).eval()
+    x = torch.randn(1, 3, 64, 64)
+    fused = backbone_gradients(model, x)
+    with fused_kernels(False):
+        plain = backbone_gradients(model, x)
+    assert_same_gradients(fused, plain)
+
+
+def test_mlp_in_eval_mode_under_autograd_gives_every_parameter_a_gradient() -> None:
+    torch.manual_seed(0)
+    mlp = Mlp(16, 64).eval()
+    x = torch.randn(1, 12, 16, requires_grad=True)
+    mlp(x, (3, 4)).square().sum().backward()
+    grads = {'input': x.grad, **{n: p.grad for n, p in mlp.named_parameters()}}
+    assert all(g is not None and g.abs().sum() > 0 for g in grads.values()), [n for n, g in grads.items() if g is None]
+
+
+def test_training_gradients_do_not_depend_on_activation_checkpointing() -> None:
     torch.manual_seed(0)
     model = PyramidVisionTransformer.from_arch('tiny', drop_path_rate=0.0).train()
     x = torch.randn(1, 3, 64, 64)
-    sum(o.mean() for o in model(x)).backward()
-    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
-    model.zero_grad(set_to_none=True)
+    plain = backbone_gradients(model, x)
     model.with_cp = True
-    sum(o.mean() for o in model(x)).backward()
-    for name, p in model.named_parameters():
-        torch.testing.assert_close(p.grad, grads[name], atol=1e-6, rtol=1e-5, msg=name)
+    assert_same_gradients(backbone_gradients(model, x), plain)

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from mmpvt import ARCH_SETTINGS
 from mmpvt.analysis import backbone_macs, config_macs, count_macs
 from mmpvt.layers import SpatialReductionAttention, sra_macs
 
@@ -20,6 +21,28 @@ def test_backbone_at_224_reproduces_the_paper(arch: str, paper_gflops: float) ->
     assert count.gflops == pytest.approx(paper_gflops, rel=0.05)
     assert count.total == sum(count.by_kind.values())
     assert count.by_kind['attention'] > 0 and count.by_kind['conv'] > 0
+
+
+@pytest.mark.parametrize('arch', ['tiny', 'small', 'medium', 'large'])
+def test_v1_convolutions_are_counted_exactly(arch: str) -> None:
+    """At 224×224: stage i's patch embedding is a kernel = stride = p_i conv from C_(i-1) to C_i channels on an
+    (H_(i-1) / p_i)² output map; each SR conv (r > 1) has H_i·W_i / r² outputs of C_i·C_i·r² multiply-adds."""
+    settings = ARCH_SETTINGS[arch]
+    count = backbone_macs(arch, (224, 224))
+    channels, side, patch_total, sr_total = 3, 224, 0, 0
+    stages = zip(settings['embed_dims'], settings['patch_sizes'], settings['sr_ratios'], settings['depths'])
+    for i, (dims, patch, ratio, depth) in enumerate(stages):
+        side //= patch
+        patch_macs = side * side * dims * channels * patch * patch
+        counted = sum(v for k, v in count.by_module.items() if k.startswith(f'stages.{i}.patch_embed'))
+        assert counted == patch_macs, i  # as a GEMM (under patch_embed) or a conv call (under patch_embed.proj)
+        patch_total += patch_macs
+        if ratio > 1:
+            sr_total += depth * (side // ratio) ** 2 * dims * dims * ratio * ratio
+        channels = dims
+    if arch == 'tiny':  # 56²·64·3·16 + 28²·128·64·4 + 14²·320·128·4 + 7²·512·320·4
+        assert patch_total == 9_633_792 + 25_690_112 + 32_112_640 + 32_112_640
+    assert count.by_kind['conv'] == patch_total + sr_total
 
 
 def test_pvtv2_b2_reproduces_the_paper() -> None:
