@@ -401,6 +401,8 @@ def build_ops(
                 if attempts[-1].ok:
                     return dict(ops='cuda', reason=detail, attempts=[asdict(b) for b in attempts])
                 reason = f'CUDA build failed: {attempts[-1].reason}'
+                if attempts[-1].reason.startswith('timed out'):
+                    reason += ' (run STEP=setup again at once: the build resumes where it stopped)'
     if have_cpu_ops:
         return dict(ops='cpu', reason=reason, attempts=[asdict(b) for b in attempts], kept=True)
     attempts.append(builder('cpu', deadline - time.monotonic()))
@@ -882,6 +884,7 @@ def step_train(ctx: Context) -> None:
         for suffix, train_tool, test_tool in runs:
             work = ctx.out / 'train' / (config.split('/')[-1][:-3] + suffix.replace(' ', '_').replace('×', 'x'))
             shutil.rmtree(work, ignore_errors=True)
+            work.parent.mkdir(parents=True, exist_ok=True)
             dist = bool(suffix)
             train = ['bash', *train_tool, config, '2'] if dist else [py, *train_tool, config]
             train += ['--amp', '--work-dir', str(work), '--cfg-options', *options]
