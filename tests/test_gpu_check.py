@@ -434,3 +434,18 @@ def test_parity_checks_fail_for_one_changed_weight(small_pair, monkeypatch: pyte
     monkeypatch.setattr(gc, 'build_pair', lambda arch: (theirs, ours))
     checks = {c.name: c for c in gc.parity_checks('small', 'cpu', size=(64, 96))}
     assert checks['PVT-S fp32 vs mmdet, TF32 off'].verdict == 'fail'
+
+
+def test_compat_folder_brings_pkg_resources_from_the_carried_setuptools(monkeypatch, tmp_path: Path) -> None:
+    """mmengine 0.10.7 imports pkg_resources for ``mmdet::`` configs; setuptools >= 81 has none."""
+    wheels = REPO / 'gpu_wheels'
+    if not any(wheels.glob('setuptools-69*.whl')):
+        pytest.skip('no gpu_wheels/ here (make gpu-wheels)')
+    monkeypatch.setattr(gc, 'importable', lambda module: False)
+    ctx = gc.Context(gc.parse_args(['setup', '--wheels', str(wheels), '--build-dir', str(tmp_path), '--device', 'cpu']))
+    state = gc.compat_path(ctx)
+    assert state['compat'] == ['scipy: stand-in', 'pkg_resources from setuptools 69']
+    code = 'import pkg_resources, scipy, sys; print(pkg_resources.__file__); print("setuptools" in sys.modules)'
+    env = {**os.environ, 'PYTHONPATH': state['stand_ins']}
+    out = subprocess.run([sys.executable, '-W', 'ignore', '-c', code], capture_output=True, text=True, env=env)
+    assert out.stdout.split() == [f'{state["stand_ins"]}/pkg_resources/__init__.py', 'False'], out.stderr

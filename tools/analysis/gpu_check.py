@@ -581,21 +581,36 @@ def step_setup(ctx: Context) -> None:
     if to_install:
         pip_install(to_install, force=True)
     state.update(installed=[f'{n} {v}' for n, v in map(dist_of, to_install)], kept=kept)
-    if not importable('scipy'):
-        state['stand_ins'] = str(write_stand_ins(ctx.build / 'stand_ins'))
+    state.update(compat_path(ctx))
     ctx.add(
         Check(
             'setup',
             'offline install',
             'pass',
             f'{len(to_install)} wheels installed, {len(kept)} kept, torch {torch.__version__} kept, '
-            f'{time.monotonic() - start:.0f} s' + (' (scipy: stand-in)' if 'stand_ins' in state else ''),
+            f'{time.monotonic() - start:.0f} s' + ''.join(f'; {note}' for note in state.get('compat', [])),
         )
     )
     state.update(mmcv_step(ctx, state))
     ctx.state_path.write_text(json.dumps(state, indent=2))
     verify_imports(ctx, state)
     ctx.state_path.write_text(json.dumps(state, indent=2))
+
+
+def compat_path(ctx: Context) -> dict[str, Any]:
+    """A folder for every subprocess's PYTHONPATH with what the machine lacks and cannot get whole: the scipy
+    stand-in, and ``pkg_resources`` (setuptools >= 81 dropped it; mmengine 0.10.7 imports it to resolve
+    ``mmdet::`` base configs) copied from the carried setuptools 69."""
+    folder, notes = ctx.build / 'stand_ins', []
+    if not importable('scipy'):
+        write_stand_ins(folder)
+        notes.append('scipy: stand-in')
+    if not importable('pkg_resources'):
+        tools = install_buildtools(ctx.wheels, ctx.build / 'buildtools')
+        shutil.rmtree(folder / 'pkg_resources', ignore_errors=True)
+        shutil.copytree(tools / 'pkg_resources', folder / 'pkg_resources')
+        notes.append('pkg_resources from setuptools 69')
+    return dict(stand_ins=str(folder), compat=notes) if notes else {}
 
 
 def importable(module: str) -> bool:
