@@ -17,7 +17,8 @@ setup(
     python_requires='>=3.10',
     packages=find_packages(include=['mmpvt', 'mmpvt.*']),
     install_requires=[
-        'torch>=2.5',  # torch.serialization.safe_globals, torch.onnx.export(dynamo=True)
+        # 2.7: torch.compiler.is_exporting; 2.6: tuple entries in the weights-only allow-list
+        'torch>=2.7',
         'mmengine>=0.10',
         'mmcv>=2.0.0rc4,<2.2.0',
         'numpy>=2',

@@ -138,6 +138,8 @@ def load_pretrained(
     except ValueError as err:
         raise ValueError(f'cannot load {source}: {err}') from err
     print_log(f'{source}: {report.layout} PVT layout under prefix {report.prefix!r}', logger='current')
+    if report.layout == 'mmdet':
+        note_mmdet_numerics(model, source)
     if report.prefix:
         state_dict = {k[len(report.prefix) :]: v for k, v in state_dict.items() if k.startswith(report.prefix)}
     if report.dropped:
@@ -145,6 +147,28 @@ def load_pretrained(
     for key, old, new in report.resized:
         print_log(f'resized {key} from {old} to {new} (bilinear)', logger='current')
     return load_converted(model, state_dict, source=source, min_match=min_match)
+
+
+#: LayerNorm eps that mmdet's PVT uses everywhere, also where the official release uses 1e-5.
+MMDET_EMBED_NORM_EPS = 1e-6
+
+
+def note_mmdet_numerics(model: nn.Module, source: str) -> None:
+    """Log that an mmdet-trained PVT used LayerNorm eps 1e-6 where ``model`` uses another one.
+
+    Loading never changes the model: the user decides whether to match mmdet's numerics.
+    """
+    norm = next((m.norm for name, m in model.named_modules() if name.endswith('patch_embed')), None)
+    eps = getattr(norm, 'eps', None)
+    if eps is not None and eps != MMDET_EMBED_NORM_EPS:
+        print_log(
+            f'{source} is an mmdet PVT checkpoint: mmdet trains with LayerNorm eps {MMDET_EMBED_NORM_EPS} after the '
+            f"patch embedding and the SR reduction, this model uses {eps} there (the official release's value). "
+            f'To reproduce the mmdet-trained model exactly, build the backbone with '
+            f'embed_norm_eps={MMDET_EMBED_NORM_EPS}.',
+            logger='current',
+            level=30,
+        )
 
 
 def load_converted(

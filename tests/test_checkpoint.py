@@ -255,7 +255,7 @@ def test_whole_mmdet_detector_checkpoint_loads_through_init_cfg(tmp_path: Path, 
     """A RetinaNet trained with mmdet's own PVT: ``init_cfg`` takes its ``backbone.`` part, converted."""
     from mmdet.registry import MODELS as MMDET_MODELS
     from mmengine.registry import DefaultScope
-    from test_parity import MMDET_ARCHS, RETINANET, stage_diffs
+    from test_parity import MMDET_ARCHS, RETINANET, mmdet_numerics_pvt, stage_diffs
 
     in_channels = list(fresh_pvt(arch).out_channels)
     torch.manual_seed(0)
@@ -273,7 +273,7 @@ def test_whole_mmdet_detector_checkpoint_loads_through_init_cfg(tmp_path: Path, 
     path = tmp_path / f'retinanet_pvt_{arch}_mmdet.pth'
     torch.save({'meta': {'epoch': 12}, 'state_dict': state}, path)
 
-    ours = fresh_pvt(arch, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    ours = mmdet_numerics_pvt(arch, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
     ours.init_weights()
     diffs = stage_diffs(ours.eval(), detector.backbone.eval(), (96, 160))
     print(f'mmdet RetinaNet checkpoint -> mmpvt {arch}: max abs diff per stage {diffs}')

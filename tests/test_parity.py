@@ -2,6 +2,8 @@
 
 Every model here has every parameter randomised in place (LayerNorm scales included), is in
 eval mode and runs in fp32; outputs must agree at every stage to 1e-5 (max abs difference).
+mmdet uses LayerNorm eps 1e-6 everywhere, the official release (and mmpvt by default) 1e-5 after
+the patch embedding and the SR reduction, so the mmdet comparisons build with ``embed_norm_eps=1e-6``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from mmengine.registry import DefaultScope
 from mmengine.runner import load_checkpoint
 from test_checkpoint import fresh_pvt, load_cli, randomize_, to_official
 
+from mmpvt import PVT
 from mmpvt.checkpoint import load_pretrained
 
 TOL = 1e-5
@@ -35,6 +38,12 @@ V2_SIZES = [(224, 224), (200, 328)]  # 200×328: maps of 50×82, 25×41, 13×21,
 CASES = [(a, s) for a in ('tiny', 'small') for s in V1_SIZES] + [(a, s) for a in ('b0', 'b2') for s in V2_SIZES]
 #: The official-layout path: both v1 variants, and v2 on the smaller b0.
 OFFICIAL_CASES = [case for case in CASES if case[0] != 'b2']
+
+
+def mmdet_numerics_pvt(arch: str, init_cfg: dict | None = None) -> PVT:
+    """An mmpvt PVT with mmdet's LayerNorm eps (1e-6 after the patch embedding and SR reduction too)."""
+    torch.manual_seed(123)
+    return PVT(arch, drop_path_rate=0.0, embed_norm_eps=1e-6, init_cfg=init_cfg).eval()
 
 
 def build_mmdet(arch: str, **kwargs) -> torch.nn.Module:
@@ -62,7 +71,7 @@ def from_mmdet(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tupl
             theirs = randomize_(build_mmdet(arch)).eval()
             path = tmp_path_factory.mktemp('mmdet') / f'mmdet_pvt_{arch}.pth'
             torch.save({'meta': {'epoch': 12}, 'state_dict': theirs.state_dict()}, path)
-            ours = fresh_pvt(arch)
+            ours = mmdet_numerics_pvt(arch)
             assert load_pretrained(ours, path) == ([], [])
             cache[arch] = ours, theirs
         return cache[arch]
@@ -86,7 +95,7 @@ def from_official(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], t
             expected = pvt_convert(official)
             for key, value in theirs.state_dict().items():  # mmdet loads non-strictly: check it loaded all
                 assert torch.equal(value, expected[key]), key
-            ours = fresh_pvt(arch, init_cfg=dict(init_cfg))
+            ours = mmdet_numerics_pvt(arch, init_cfg=dict(init_cfg))
             ours.init_weights()
             cache[arch] = ours, theirs.eval()
         return cache[arch]
@@ -132,7 +141,7 @@ def test_mmdets_own_initialisation_gives_mmdets_outputs(tmp_path: Path) -> None:
     assert not torch.equal(state['layers.0.1.0.pos_embed'], before['layers.0.1.0.pos_embed'])  # it did initialise
     path = tmp_path / 'mmdet_pvt_tiny_init.pth'
     torch.save(state, path)
-    ours = fresh_pvt('tiny')
+    ours = mmdet_numerics_pvt('tiny')
     assert load_pretrained(ours, path) == ([], [])
     image = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -149,7 +158,10 @@ def test_mmdets_own_initialisation_gives_mmdets_outputs(tmp_path: Path) -> None:
 
 
 def layer_norm(x: torch.Tensor, sd: dict[str, torch.Tensor], name: str) -> torch.Tensor:
-    return F.layer_norm(x, x.shape[-1:], sd[f'{name}.weight'], sd[f'{name}.bias'], eps=1e-6)
+    """The release's LayerNorms: torch's default eps 1e-5 after the patch embedding and in the
+    SR reduction (``patch_embed{s}.norm``, ``attn.norm``), 1e-6 in the blocks and stage norms."""
+    eps = 1e-5 if name.startswith('patch_embed') or name.endswith('attn.norm') else 1e-6
+    return F.layer_norm(x, x.shape[-1:], sd[f'{name}.weight'], sd[f'{name}.bias'], eps=eps)
 
 
 def linear(x: torch.Tensor, sd: dict[str, torch.Tensor], name: str) -> torch.Tensor:
@@ -249,7 +261,8 @@ def test_whole_mmdet_retinanet_checkpoint_moves_over(tmp_path: Path) -> None:
     torch.manual_seed(0)
     with DefaultScope.overwrite_default_scope('mmdet'):  # the detector builds its data preprocessor by scope
         theirs = MMDET_MODELS.build(dict(RETINANET, backbone=dict(MMDET_ARCHS['tiny'], drop_path_rate=0.0)))
-        ours = MMDET_MODELS.build(dict(RETINANET, backbone=dict(type='PVT', arch='tiny', drop_path_rate=0.0)))
+        backbone = dict(type='PVT', arch='tiny', drop_path_rate=0.0, embed_norm_eps=1e-6)
+        ours = MMDET_MODELS.build(dict(RETINANET, backbone=backbone))
     source = randomize_(theirs).eval().state_dict()
     src, dst = tmp_path / 'retinanet_pvt-t_mmdet.pth', tmp_path / 'retinanet_pvt-t_mmpvt.pth'
     torch.save({'meta': {'epoch': 12, 'dataset_meta': {'classes': ('a', 'b', 'c')}}, 'state_dict': source}, src)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fused import strided_patch_linear, tracing
+from .fused import strided_patch_linear, tracing, use_patch_gemm
 from .pooling import adaptive_avg_pool2d_matmul
 
 
@@ -37,7 +37,8 @@ class SpatialReductionAttention(nn.Module):
         pool_size: output size of the pooling in linear SRA.
         fused_attn: use ``F.scaled_dot_product_attention``; False runs the explicit
             ``softmax(q @ kᵀ · scale) @ v`` path (same numbers to fp32 rounding).
-        norm_eps: epsilon of the LayerNorm after the reduction.
+        norm_eps: epsilon of the LayerNorm after the reduction; the official release
+            uses torch's default 1e-5 here (mmdet uses 1e-6).
     """
 
     def __init__(
@@ -52,7 +53,7 @@ class SpatialReductionAttention(nn.Module):
         linear: bool = False,
         pool_size: int = 7,
         fused_attn: bool = True,
-        norm_eps: float = 1e-6,
+        norm_eps: float = 1e-5,
     ) -> None:
         super().__init__()
         if embed_dims % num_heads != 0:
@@ -99,7 +100,9 @@ class SpatialReductionAttention(nn.Module):
             pool = adaptive_avg_pool2d_matmul if tracing() else F.adaptive_avg_pool2d  # ONNX has no dynamic one
             x_map = pool(x_map, self.pool_size)
             return F.gelu(self.norm(self.sr(x_map).flatten(2).transpose(1, 2)))
-        return self.norm(strided_patch_linear(x_map, self.sr))  # the kernel = stride conv as one GEMM
+        if use_patch_gemm(x_map, self.sr):
+            return self.norm(strided_patch_linear(x_map, self.sr))  # the kernel = stride conv as one GEMM
+        return self.norm(self.sr(x_map).flatten(2).transpose(1, 2))
 
     def forward(self, x: torch.Tensor, hw_shape: tuple[int, int]) -> torch.Tensor:
         """Attend from every token of the map to the reduced map.

@@ -6,7 +6,8 @@ Two kinds of helpers, both exact up to fp32 rounding:
   padding) is a matrix product over non-overlapping patches. Gathering the patches
   with one reshape and calling ``F.linear`` is 2–3× faster on CPU than oneDNN's
   convolution for PVT's shapes (kernel 8 stride 8 on 64 channels, …) and works with
-  autograd, so training benefits too.
+  autograd, so training benefits too. It runs on the CPU only (:func:`use_patch_gemm`):
+  on CUDA the convolution goes to cuDNN (TF32 by default), the matmul would not.
 - :func:`linear_gelu` and :func:`linear_add`: ``gelu(linear(x))`` and
   ``other + linear(x)`` as single oneDNN calls with the activation or the residual
   add as a post-op (the kernels ``torch.compile`` uses on CPU). On the CPU a large
@@ -56,8 +57,9 @@ def fusable(x: torch.Tensor, module: nn.Module) -> bool:
     """True if the fused oneDNN inference kernels may replace ``module``'s plain ops on ``x``.
 
     That is: they are enabled (:func:`fused_kernels`), oneDNN is available, ``x`` is
-    an fp32 CPU tensor, nothing needs a gradient and ``module`` is in eval mode (so
-    dropout and stochastic depth are off).
+    an fp32 CPU tensor, no autocast region would change the dtype of the plain ops
+    (the kernels take the fp32 weights as they are), nothing needs a gradient and
+    ``module`` is in eval mode (so dropout and stochastic depth are off).
     """
     return (
         _enabled
@@ -66,8 +68,18 @@ def fusable(x: torch.Tensor, module: nn.Module) -> bool:
         and not torch.is_grad_enabled()
         and x.device.type == 'cpu'
         and x.dtype == torch.float32
+        and not torch.is_autocast_enabled('cpu')
         and not tracing()
     )
+
+
+def use_patch_gemm(x: torch.Tensor, conv: nn.Conv2d) -> bool:
+    """True if :func:`strided_patch_linear` should replace ``conv`` on ``x``: a patch conv on a CPU tensor.
+
+    Exact and autograd-safe, so it also runs in training and under autocast (``F.linear``
+    and ``conv2d`` autocast alike); elsewhere the convolution stays (cuDNN on CUDA).
+    """
+    return x.device.type == 'cpu' and is_patch_conv(conv)
 
 
 def linear_gelu(x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:

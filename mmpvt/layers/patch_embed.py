@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .fused import is_patch_conv, strided_patch_linear
+from .fused import strided_patch_linear, use_patch_gemm
 
 
 class PatchEmbed(nn.Module):
@@ -21,7 +21,8 @@ class PatchEmbed(nn.Module):
         kernel_size: conv kernel.
         stride: conv stride (the stage's downsampling factor).
         padding: conv zero padding.
-        norm_eps: epsilon of the LayerNorm.
+        norm_eps: epsilon of the LayerNorm; the official release uses torch's default
+            1e-5 here (mmdet uses 1e-6).
     """
 
     def __init__(
@@ -32,7 +33,7 @@ class PatchEmbed(nn.Module):
         stride: int,
         padding: int = 0,
         *,
-        norm_eps: float = 1e-6,
+        norm_eps: float = 1e-5,
     ) -> None:
         super().__init__()
         self.kernel_size = kernel_size
@@ -48,10 +49,10 @@ class PatchEmbed(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """x: (B, C_in, H_in, W_in) -> tokens (B, N, C) of an (H, W) map, and (H, W).
 
-        Either memory layout of ``x`` works; non-overlapping patches (v1) are
-        projected by one GEMM over gathered patches instead of a convolution.
+        Either memory layout of ``x`` works; on the CPU non-overlapping patches (v1)
+        are projected by one GEMM over gathered patches instead of a convolution.
         """
         hw_shape = (self.output_size(x.shape[2]), self.output_size(x.shape[3]))
-        if is_patch_conv(self.proj):
+        if use_patch_gemm(x, self.proj):
             return self.norm(strided_patch_linear(x, self.proj)), hw_shape
         return self.norm(self.proj(x).flatten(2).transpose(1, 2)), hw_shape

@@ -90,6 +90,7 @@ class PVTBlock(nn.Module):
         linear_sra: bool = False,
         mlp_dwconv: bool = False,
         norm_eps: float = 1e-6,
+        embed_norm_eps: float = 1e-5,
         fused_attn: bool = True,
     ) -> None:
         super().__init__()
@@ -103,7 +104,7 @@ class PVTBlock(nn.Module):
             proj_drop=drop,
             linear=linear_sra,
             fused_attn=fused_attn,
-            norm_eps=norm_eps,
+            norm_eps=embed_norm_eps,
         )
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(embed_dims, eps=norm_eps)
@@ -153,44 +154,41 @@ class PVTStage(nn.Module):
         drop_path_rates: Sequence[float],
         norm_after_stage: bool,
         norm_eps: float,
+        embed_norm_eps: float,
         **block_kwargs: Any,
     ) -> None:
         super().__init__()
-        self.patch_embed = PatchEmbed(in_channels, embed_dims, patch_size, stride, padding, norm_eps=norm_eps)
+        self.patch_embed = PatchEmbed(in_channels, embed_dims, patch_size, stride, padding, norm_eps=embed_norm_eps)
         self.pos_shape = pos_shape
         self.pos_embed = nn.Parameter(torch.zeros(1, pos_shape * pos_shape, embed_dims)) if pos_shape else None
         self.pos_drop = nn.Dropout(drop_rate)
         self.blocks = nn.ModuleList(
-            PVTBlock(embed_dims, drop=drop_rate, drop_path=dpr, norm_eps=norm_eps, **block_kwargs)
+            PVTBlock(
+                embed_dims,
+                drop=drop_rate,
+                drop_path=dpr,
+                norm_eps=norm_eps,
+                embed_norm_eps=embed_norm_eps,
+                **block_kwargs,
+            )
             for dpr in drop_path_rates
         )
         self.norm = nn.LayerNorm(embed_dims, eps=norm_eps) if norm_after_stage else None
         self.with_cp = False
-        self._pos_cache: tuple[tuple[Any, ...], torch.Tensor] | None = None
 
     def resized_pos_embed(self, hw_shape: tuple[int, int]) -> torch.Tensor:
         """The position embedding bilinearly resized to ``hw_shape``: (1, H·W, C).
 
-        Outside autograd the resized tensor is cached per size (and invalidated when
-        the parameter changes), so inference at a fixed size interpolates once. While
-        tracing for export it always interpolates (an identity at the pretraining size),
-        so the graph keeps H and W symbolic.
+        Resized on every call (tens of microseconds; a cache keyed on the parameter's
+        version would go stale when weights are swapped with ``.data.copy_``, as
+        mmengine's EMAHook does). While tracing for export it always interpolates (an
+        identity at the pretraining size), so the graph keeps H and W symbolic.
         """
         pos = self.pos_embed
-        grid = pos.reshape(1, self.pos_shape, self.pos_shape, -1).permute(0, 3, 1, 2)
-        if tracing():
-            return F.interpolate(grid, size=hw_shape, mode='bilinear', align_corners=False).flatten(2).transpose(1, 2)
-        if hw_shape == (self.pos_shape, self.pos_shape):
+        if hw_shape == (self.pos_shape, self.pos_shape) and not tracing():
             return pos
-        tracking = torch.is_grad_enabled() and pos.requires_grad
-        key = (hw_shape, id(pos), pos._version, pos.device, pos.dtype)
-        if not tracking and self._pos_cache is not None and self._pos_cache[0] == key:
-            return self._pos_cache[1]
-        resized = F.interpolate(grid, size=hw_shape, mode='bilinear', align_corners=False)
-        resized = resized.flatten(2).transpose(1, 2)
-        if not tracking:
-            self._pos_cache = (key, resized)
-        return resized
+        grid = pos.reshape(1, self.pos_shape, self.pos_shape, -1).permute(0, 3, 1, 2)
+        return F.interpolate(grid, size=hw_shape, mode='bilinear', align_corners=False).flatten(2).transpose(1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C_in, H_in, W_in) map -> (B, C, H, W) map in channels-last memory layout.
@@ -201,11 +199,11 @@ class PVTStage(nn.Module):
         x, hw_shape = self.patch_embed(x)
         if self.pos_embed is not None:
             x = self.pos_drop(x + self.resized_pos_embed(hw_shape))
+        # Checkpoint whenever the blocks train with grad, also when x itself needs none
+        # (frozen_stages=0 freezes the patch embedding before stage 1's blocks).
+        checkpointing = self.with_cp and self.training and torch.is_grad_enabled()
         for block in self.blocks:
-            if self.with_cp and x.requires_grad:
-                x = checkpoint(block, x, hw_shape, use_reentrant=False)
-            else:
-                x = block(x, hw_shape)
+            x = checkpoint(block, x, hw_shape, use_reentrant=False) if checkpointing else block(x, hw_shape)
         if self.norm is not None:
             x = self.norm(x)
         b, _, c = x.shape
@@ -237,7 +235,10 @@ class PyramidVisionTransformer(nn.Module):
         drop_rate: dropout after position embedding, attention projection and MLP.
         attn_drop_rate: dropout on attention weights.
         drop_path_rate: stochastic depth of the last block; it grows linearly from 0.
-        norm_eps: LayerNorm epsilon.
+        norm_eps: epsilon of the blocks' LayerNorms and the stage norms (v2).
+        embed_norm_eps: epsilon of the LayerNorms after each patch-embedding conv and
+            after the SR reduction. The official release (the code that trained the
+            published weights) uses torch's default 1e-5 there; mmdet uses 1e-6.
         out_indices: stages whose outputs are returned (0-based).
         with_cp: activation checkpointing of every block while training.
         fused_attn: use ``scaled_dot_product_attention`` (default) or the explicit path.
@@ -265,6 +266,7 @@ class PyramidVisionTransformer(nn.Module):
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.1,
         norm_eps: float = 1e-6,
+        embed_norm_eps: float = 1e-5,
         out_indices: Sequence[int] = (0, 1, 2, 3),
         with_cp: bool = False,
         fused_attn: bool = True,
@@ -308,6 +310,7 @@ class PyramidVisionTransformer(nn.Module):
                     drop_path_rates=dprs[start : start + depths[i]],
                     norm_after_stage=norm_after_stage,
                     norm_eps=norm_eps,
+                    embed_norm_eps=embed_norm_eps,
                     num_heads=num_heads[i],
                     mlp_ratio=mlp_ratios[i],
                     sr_ratio=sr_ratios[i],

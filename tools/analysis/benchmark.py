@@ -111,7 +111,7 @@ def build_backbones(arch: str, *, seed: int = 0) -> tuple[nn.Module, nn.Module]:
     else:
         theirs = MMDetPVT(num_layers=MMDET_DEPTHS[arch])
     theirs.init_weights()
-    ours = PyramidVisionTransformer.from_arch(arch)
+    ours = PyramidVisionTransformer.from_arch(arch, embed_norm_eps=1e-6)  # mmdet's LayerNorm eps everywhere
     ours.load_state_dict(convert_state_dict(theirs.state_dict(), ours), strict=True)
     return theirs, ours
 
@@ -135,7 +135,7 @@ def build_detectors(arch: str, *, seed: int = 0) -> tuple[nn.Module, nn.Module]:
     torch.manual_seed(seed)
     theirs = MODELS.build(cfg.model)
     theirs.init_weights()
-    cfg.model.backbone = dict(type='PVT', arch=arch)
+    cfg.model.backbone = dict(type='PVT', arch=arch, embed_norm_eps=1e-6)  # mmdet's LayerNorm eps everywhere
     ours = MODELS.build(cfg.model)
     state = theirs.state_dict()
     backbone = {k[len('backbone.') :]: v for k, v in state.items() if k.startswith('backbone.')}
