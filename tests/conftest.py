@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from mmengine.config import Config
 
 from mmpvt.apis import make_toy_ade, make_toy_coco
@@ -13,6 +16,22 @@ from mmpvt.apis import make_toy_ade, make_toy_coco
 REPO = Path(__file__).resolve().parents[1]
 TOY_CONFIGS = REPO / 'configs' / 'toy'
 TINY = 64  # image side of the test datasets
+
+
+def checkout_env(*, extra_path: tuple[str | os.PathLike[str], ...] = (), **overrides: str) -> dict[str, str]:
+    """The environment for a subprocess that must import this checkout's mmpvt.
+
+    ``import mmpvt`` would otherwise resolve through the installed (editable) package, which may point at
+    another clone. The repository root goes first on PYTHONPATH, then ``extra_path``, then what was inherited.
+
+    Args:
+        extra_path: more folders for PYTHONPATH, after the repository root.
+        **overrides: variables set on top of this process's environment.
+    """
+    env = {**os.environ, **overrides}
+    inherited = [p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p]
+    env['PYTHONPATH'] = os.pathsep.join([str(REPO), *map(str, extra_path), *inherited])
+    return env
 
 
 @pytest.fixture(scope='session')
@@ -25,6 +44,22 @@ def toy_coco(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def toy_ade(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny toy ADE20K: 8 training and 4 validation images of 64x64 pixels."""
     return make_toy_ade(tmp_path_factory.mktemp('toy_ade'), num_train=8, num_val=4, size=TINY)
+
+
+@pytest.fixture
+def no_safe_globals() -> Iterator[None]:
+    """torch's process-wide weights-only allow-list, emptied for the test and restored after it.
+
+    Other tests (anything that runs ``launch.train`` in-process) add mmengine's types to it; a test of what
+    mmpvt's own loading allows must not pass thanks to them.
+    """
+    saved = torch.serialization.get_safe_globals()
+    torch.serialization.clear_safe_globals()
+    try:
+        yield
+    finally:
+        torch.serialization.clear_safe_globals()
+        torch.serialization.add_safe_globals(saved)
 
 
 def point_to_data(cfg: Config, data_root: Path) -> Config:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import checkout_env
 
 from mmpvt import PVT
 from mmpvt.export import export_onnx, max_abs_diffs
@@ -45,7 +46,9 @@ def test_export_tool_refuses_bad_shapes_and_existing_files(tmp_path: Path) -> No
         'exists': [tool, '--arch', 'tiny', '--out', str(existing)],
     }
     for name, args in runs.items():
-        result = subprocess.run([sys.executable, *args], capture_output=True, text=True, check=False)
+        result = subprocess.run(
+            [sys.executable, *args], capture_output=True, text=True, check=False, env=checkout_env()
+        )
         assert result.returncode == 2, name
         expected = 'multiples of 32' if name == 'shape' else 'refusing to overwrite'
         assert expected in result.stderr, result.stderr
@@ -63,7 +66,9 @@ def test_whole_retinanet_export_through_the_tool(tmp_path: Path) -> None:
         '--cfg-options', 'model.backbone.depths=(1,1,1,1)',
         '--out', str(out),
     ]  # fmt: skip
-    result = subprocess.run([sys.executable, *args], capture_output=True, text=True, check=False, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, check=False, cwd=ROOT, env=checkout_env()
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert 'OK at tolerance 0.0001' in result.stdout
     # 5 FPN levels × (class scores, box deltas), at the example size and a second one.

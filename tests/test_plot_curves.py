@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import checkout_env
+
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / 'tools' / 'analysis' / 'plot_curves.py'
 
@@ -30,7 +32,7 @@ def test_plots_the_newest_run(tmp_path: Path) -> None:
     newest = write_run(tmp_path, '20260102_000000', [2.0, 1.5, 1.2], [0.1, 0.3])
     out = tmp_path / 'curves.png'
     args = [sys.executable, str(TOOL), str(tmp_path), '--out', str(out)]
-    result = subprocess.run(args, capture_output=True, text=True)
+    result = subprocess.run(args, capture_output=True, text=True, env=checkout_env())
     assert result.returncode == 0, result.stderr
     assert str(newest) in result.stdout
     assert "3 loss points; last metrics {'coco/bbox_mAP': 0.3, 'coco/bbox_mAP_50':" in result.stdout
@@ -38,6 +40,8 @@ def test_plots_the_newest_run(tmp_path: Path) -> None:
 
 
 def test_not_a_work_dir(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, str(TOOL), str(tmp_path)], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, str(TOOL), str(tmp_path)], capture_output=True, text=True, env=checkout_env()
+    )
     assert result.returncode != 0
     assert 'no */vis_data/scalars.json' in result.stderr

@@ -15,11 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, TINY
+from conftest import REPO, TINY, checkout_env
 from mmengine.logging import HistoryBuffer
 
 from mmpvt import PVT
 from mmpvt.checkpoint import load_file
+
+# each test starts without the process-wide allow-list other tests leave behind, and leaves none behind
+pytestmark = pytest.mark.usefixtures('no_safe_globals')
 
 
 class Payload:
@@ -37,7 +40,9 @@ def write_malicious(path: Path, marker: Path) -> Path:
     torch.save({'state_dict': state_dict, 'meta': {'note': Payload(marker)}}, path)
     # Sanity: a plain unpickler would run it (done in a child process, then cleaned up).
     probe = f'import torch; torch.load({str(path)!r}, weights_only=False)'
-    subprocess.run([sys.executable, '-c', probe], check=True, capture_output=True, cwd=Path(__file__).parent)
+    subprocess.run(
+        [sys.executable, '-c', probe], check=True, capture_output=True, cwd=Path(__file__).parent, env=checkout_env()
+    )
     assert marker.exists(), 'the payload is not a real one'
     marker.unlink()
     return path
@@ -89,7 +94,9 @@ def test_getattr_is_restricted_to_history_buffer_statistics(tmp_path: Path) -> N
 
 
 def run_tool(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, cwd=cwd, timeout=600, env=checkout_env()
+    )
 
 
 def test_converter_refuses(evil: tuple[Path, Path], tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import checkout_env
 
 from mmpvt import PVT
 from mmpvt.visualization import image_to_tensor, stage_attention
@@ -74,7 +75,9 @@ def test_vis_attention_tool_writes_both_pictures(tmp_path: Path) -> None:
     out, feats = tmp_path / 'attention.png', tmp_path / 'features.png'
     tool = ROOT / 'tools' / 'analysis' / 'vis_attention.py'
     args = [str(tool), str(image), '--arch', 'tiny', '--query', '40', '48', '--out', str(out)]
-    result = subprocess.run([sys.executable, *args, '--features-out', str(feats)], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, *args, '--features-out', str(feats)], capture_output=True, text=True, env=checkout_env()
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     for png in (out, feats):
         assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
