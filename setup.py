@@ -20,6 +20,7 @@ setup(
         # 2.7: torch.compiler.is_exporting; 2.6: tuple entries in the weights-only allow-list
         'torch>=2.7',
         'mmengine>=0.10',
+        'setuptools<82',  # mmengine 0.10 imports pkg_resources, which setuptools 82 removed
         'mmcv>=2.0.0rc4,<2.2.0',
         'numpy>=2',
     ],

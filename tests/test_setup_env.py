@@ -16,6 +16,13 @@ def test_pip_check_finds_nothing_broken() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_mmengine_can_resolve_stock_configs() -> None:
+    """mmengine 0.10.7 resolves ``mmdet::`` bases through pkg_resources, gone from setuptools >= 82."""
+    code = 'from mmengine.utils import get_installed_path; print(get_installed_path("mmdet"))'
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0 and 'mmdet' in result.stdout, result.stderr
+
+
 def test_a_second_set_up_installs_nothing_and_says_so() -> None:
     env = dict(os.environ, PYTHON=sys.executable)
     result = subprocess.run(

@@ -114,6 +114,21 @@ ensure_mmcv() {
     installed+=("mmcv 2.1.0")
 }
 
+# mmengine 0.10.7 imports pkg_resources (for mmdet::/mmseg:: configs), which setuptools 82 removed;
+# torch 2.13 asks for setuptools >= 77.0.3. Only when pkg_resources is missing: the newest setuptools < 82.
+ensure_pkg_resources() {
+    if "$PY" -c 'import pkg_resources' 2>/dev/null; then
+        STEP_RESULT="pkg_resources importable (setuptools $(version_of setuptools)), kept"
+        kept+=("setuptools $(version_of setuptools)")
+    else
+        local had
+        had=$(version_of setuptools)
+        pip_install "setuptools<82"
+        STEP_RESULT="installed setuptools $(version_of setuptools) (found: ${had:-none}, which has no pkg_resources)"
+        installed+=("setuptools $(version_of setuptools)")
+    fi
+}
+
 ensure_mmpvt() {
     local here
     here=$(pwd)
@@ -130,6 +145,7 @@ ensure_mmpvt() {
 say "installing into $("$PY" -c 'import sys; print(sys.prefix)') ($("$PY" --version))"
 step torch ensure_torch
 step mmengine ensure mmengine 0.10.7
+step pkg_resources ensure_pkg_resources
 step mmcv ensure_mmcv
 step mmdet ensure mmdet 3.3.0
 step mmsegmentation ensure mmsegmentation 1.2.2
