@@ -1,7 +1,8 @@
 """Run a trained detector or segmentor on an image or a folder and draw the results as PNGs.
 
 The library (mmdet or mmseg) is chosen by the config's ``default_scope``; drawing uses
-OpenMMLab's own visualizers. Works on the CPU.
+OpenMMLab's own visualizers. Runs on the first GPU when CUDA is available, else on the CPU
+(``--device`` chooses).
 
 Examples:
     python tools/demo.py configs/toy/retinanet_pvt_t_fpn_toy_coco.py work_dirs/toy/epoch_12.pth demo.jpg
@@ -16,6 +17,7 @@ import os.path as osp
 import sys
 
 import mmcv
+import torch
 from mmengine.utils import track_iter_progress
 
 from mmpvt.apis.launch import load_config
@@ -32,14 +34,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--out-file', help='output PNG for a single image (default: <out-dir>/<name>.png)')
     parser.add_argument('--out-dir', default='demo_out', help='folder for the drawn results')
     parser.add_argument('--score-thr', type=float, default=0.3, help='detections below this score are not drawn')
-    parser.add_argument('--device', default='cpu', help='cpu or cuda:N')
+    parser.add_argument('--device', help='cpu or cuda:N (default: cuda:0 when CUDA is available, else cpu)')
     args = parser.parse_args(argv)
+    if args.device is None:
+        args.device = default_device()
     for path, what in [(args.config, 'config'), (args.checkpoint, 'checkpoint')]:
         if not osp.isfile(path):
             parser.error(f'{what} file not found: {path}')
     if not osp.exists(args.input):
         parser.error(f'input not found: {args.input}')
     return args
+
+
+def default_device() -> str:
+    """``'cuda:0'`` when CUDA is available, else ``'cpu'`` (mmdet's and mmseg's demos default to cuda:0)."""
+    return 'cuda:0' if torch.cuda.is_available() else 'cpu'
 
 
 def list_images(path: str) -> list[str]:
