@@ -7,6 +7,12 @@ runs under ``torch.autocast('cpu', torch.bfloat16)``,
 and a step whose gradients hold inf or NaN is skipped (the scale halves) and
 reported, as the CUDA loss scaler does, instead of writing NaN into the weights.
 :func:`amp_optim_wrapper` picks fp16 ``AmpOptimWrapper`` with CUDA and this one without.
+
+The CPU wrapper never meets a GPU: it refuses parameters on an accelerator, and
+:func:`check_amp_device` refuses a config naming it (one dumped by a CPU ``--amp`` run)
+on a machine with CUDA. Its loss-scaler state is saved under its own key
+(:data:`LOSS_SCALER_KEY`), so mmengine's float16 wrapper never restores the bfloat16
+scale of 1 from it, and it ignores, with a warning, the float16 scaler's ``loss_scaler``.
 """
 
 from __future__ import annotations
@@ -17,6 +23,12 @@ import torch
 from mmengine.logging import print_log
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS
+
+from .checks import ConfigError
+
+#: Where :class:`CpuAmpOptimWrapper` keeps its loss-scaler state in a state dict; mmengine's
+#: ``AmpOptimWrapper`` uses ``'loss_scaler'``, and each ignores the other's.
+LOSS_SCALER_KEY = 'cpu_amp_loss_scaler'
 
 
 @OPTIM_WRAPPERS.register_module()
@@ -30,6 +42,15 @@ class CpuAmpOptimWrapper(AmpOptimWrapper):
 
     def __init__(self, loss_scale: str | float | dict[str, Any] = 'dynamic', **kwargs: Any) -> None:
         OptimWrapper.__init__(self, **kwargs)  # AmpOptimWrapper.__init__ insists on an accelerator
+        devices = sorted(
+            {str(p.device) for group in self.optimizer.param_groups for p in group['params'] if p.device.type != 'cpu'}
+        )
+        if devices:
+            raise ValueError(
+                f'CpuAmpOptimWrapper (bfloat16 autocast with a CPU loss scaler) is for CPU training, but the model '
+                f"has parameters on {', '.join(devices)}; on a GPU use optim_wrapper type='AmpOptimWrapper' "
+                '(float16, what tools/train.py --amp picks there)'
+            )
         self._scale_update_param = None
         if loss_scale == 'dynamic':
             # bfloat16 has float32's exponent range: scaling the loss up (to 2**16 as for float16) protects
@@ -58,6 +79,51 @@ class CpuAmpOptimWrapper(AmpOptimWrapper):
                 logger='current',
                 level=30,
             )
+
+    def state_dict(self) -> dict[str, Any]:
+        """The optimizer's state dict with the loss scaler's under :data:`LOSS_SCALER_KEY`."""
+        state_dict = OptimWrapper.state_dict(self)
+        state_dict[LOSS_SCALER_KEY] = self.loss_scaler.state_dict()
+        return state_dict
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load the optimizer's and this wrapper's loss-scaler state; ignore another wrapper's scaler state.
+
+        A ``'loss_scaler'`` entry comes from mmengine's float16 ``AmpOptimWrapper`` (or from a
+        CpuAmpOptimWrapper saved before it had a key of its own): a float16 scale such as
+        65536 would make the bfloat16 run's first steps overflow, so this wrapper keeps its own.
+        """
+        state_dict = dict(state_dict)
+        foreign = state_dict.pop('loss_scaler', None)
+        if foreign is not None:
+            print_log(
+                f"CpuAmpOptimWrapper: ignoring the checkpoint's loss-scaler state of another wrapper "
+                f'(scale {foreign.get("scale")}; mmengine\'s float16 AmpOptimWrapper saves it as "loss_scaler"); '
+                f"keeping this bfloat16 wrapper's scale {self.loss_scaler.get_scale():g}",
+                logger='current',
+                level=30,
+            )
+        own = state_dict.pop(LOSS_SCALER_KEY, None)
+        if own is not None:
+            self.loss_scaler.load_state_dict(own)
+        OptimWrapper.load_state_dict(self, state_dict)
+
+
+def check_amp_device(optim_wrapper: dict[str, Any]) -> None:
+    """Refuse the CPU mixed-precision wrapper in a config run on a machine with CUDA.
+
+    A config dumped by a CPU ``--amp`` run names ``CpuAmpOptimWrapper``; on a GPU its CPU
+    loss scaler and bfloat16 autocast are wrong, and the Runner would put the model on the GPU.
+
+    Raises:
+        ConfigError: naming the wrapper to use instead.
+    """
+    if str(optim_wrapper.get('type', '')).rsplit('.', 1)[-1] == 'CpuAmpOptimWrapper' and torch.cuda.is_available():
+        raise ConfigError(
+            "optim_wrapper type='CpuAmpOptimWrapper' is the CPU-only bfloat16 wrapper (a config dumped by a CPU "
+            "--amp run?), but CUDA is available: set optim_wrapper.type='AmpOptimWrapper' (float16), or train "
+            'with --amp, which picks it on a GPU'
+        )
 
 
 def amp_optim_wrapper(optim_wrapper: dict[str, Any]) -> None:
