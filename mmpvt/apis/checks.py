@@ -1,9 +1,8 @@
 """Checks that turn silent misconfigurations into errors naming what is wrong.
 
-* :func:`check_cfg_options`: mmengine's ``--cfg-options`` adds any key it is given;
-  a typo (``train_cfg.max_epoch=2``) would be ignored. A key whose parent path does
-  not exist, or a new key under a dict without ``type`` (which no constructor will
-  check), is refused with the closest existing names.
+* :func:`check_cfg_options`: mmengine's ``--cfg-options`` adds any key it is given, so
+  a typo (``train_cfg.max_epoch=2``) would be silently ignored. A key that is a near
+  miss of an existing one is refused with the closest names; new keys are accepted.
 * :func:`check_neck_channels`: the neck's (or decode head's) ``in_channels`` must be
   the PVT's output channels, else the model fails deep in a convolution.
 * :func:`check_work_dir`: a training run never overwrites another's checkpoints
@@ -21,9 +20,12 @@ import difflib
 import glob
 import inspect
 import os.path as osp
+import zipfile
 from collections.abc import Mapping
 from typing import Any
 
+import torch
+import torch.utils.serialization.config as serialization_config
 from mmengine.config import Config
 from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
@@ -32,6 +34,7 @@ from torch import nn
 from ..checkpoint import extract_state_dict, load_file
 from ..models import PVT, PVTv2, PyramidVisionTransformer
 from ..models.pvt import arch_kwargs
+from .distributed import on_rank_zero
 
 
 class ConfigError(ValueError):
@@ -48,8 +51,13 @@ RUNNER_KEYS = frozenset(inspect.signature(Runner.__init__).parameters) | {
 }
 
 
+#: How alike (difflib's ratio) a new key and an existing one must be for the new one to count as a typo:
+#: ``max_epoch``/``max_epochs`` 0.95, ``seeed``/``seed`` 0.89; ``drop_path_rate``/``drop_rate`` 0.78 is a new key.
+TYPO_CUTOFF = 0.8
+
+
 def _suggest(name: str, options: Any) -> str:
-    close = difflib.get_close_matches(name, [str(o) for o in options], n=3)
+    close = difflib.get_close_matches(name, [str(o) for o in options], n=3, cutoff=TYPO_CUTOFF)
     return f'; did you mean {" or ".join(repr(c) for c in close)}?' if close else ''
 
 
@@ -63,10 +71,16 @@ def _child(node: Any, part: str) -> tuple[bool, Any]:
 
 
 def check_cfg_option(cfg: Config, key: str) -> None:
-    """Refuse a ``--cfg-options`` key that mmengine would silently add as a new, unused setting.
+    """Refuse a ``--cfg-options`` key that is likely a typo of an existing one.
+
+    mmengine adds keys it is given, and users rely on it (``train_dataloader.dataset.metainfo.classes``
+    in mmdet's custom-dataset guide): a new key is accepted. A key whose first missing part is a
+    near miss of a name that exists at that place (``max_epoch`` beside ``max_epochs``) would be
+    a new, unused setting beside the one meant; it is refused with "did you mean". So is an index
+    past the end of a list, or a path through a value that is not a dict or list.
 
     Raises:
-        ConfigError: naming the first missing part of the path and the closest existing names.
+        ConfigError: naming the missing part of the path, where it was looked up and the closest names.
     """
     parts = key.split('.')
     node: Any = cfg._cfg_dict if isinstance(cfg, Config) else cfg
@@ -76,17 +90,24 @@ def check_cfg_option(cfg: Config, key: str) -> None:
             node = child
             continue
         where = '.'.join(parts[:depth]) or 'the config'
-        options = list(node) if isinstance(node, Mapping) else []
-        if depth < len(parts) - 1:
-            raise ConfigError(f'--cfg-options {key}: {where} has no {part!r}{_suggest(part, options)}')
+        if isinstance(node, list | tuple):
+            raise ConfigError(
+                f'--cfg-options {key}: {where} is a list of {len(node)}; expected an index from 0 to {len(node) - 1}, '
+                f'got {part!r}'
+            )
+        if not isinstance(node, Mapping):
+            raise ConfigError(
+                f'--cfg-options {key}: {where} is {node!r} ({type(node).__name__}), not a dict: it has no {part!r}'
+            )
         if depth == 0 and part in RUNNER_KEYS:
             return
-        if isinstance(node, Mapping) and 'type' in node:
-            return  # passed to that class's constructor, which rejects unknown arguments
-        raise ConfigError(
-            f'--cfg-options {key}: {where} has no {part!r}{_suggest(part, options)} '
-            f'(a new key there would be ignored; existing keys: {", ".join(map(str, options)) or "none"})'
-        )
+        close = _suggest(part, list(node))
+        if close:
+            raise ConfigError(
+                f'--cfg-options {key}: {where} has no {part!r}{close} (a new key {part!r} would be added beside '
+                'it and probably never read)'
+            )
+        return  # a new key: mmengine adds it, as mmdet's and mmseg's tools do
 
 
 def check_cfg_options(cfg: Config, cfg_options: Mapping[str, Any] | None) -> None:
@@ -154,28 +175,53 @@ def check_work_dir(work_dir: str) -> None:
         )
 
 
-def check_checkpoint_fits(model: nn.Module, path: str, min_match: float = 0.5) -> None:
+def checkpoint_shapes(path: str) -> dict[str, torch.Size]:
+    """The names and shapes of a checkpoint's state-dict tensors, without reading the tensors.
+
+    The file goes through :func:`mmpvt.checkpoint.load_file` (weights-only, mmengine's
+    allow-list) with torch's memory-mapped loading: only the zip index and the pickled
+    structure are read (a few hundred kB of a 150 MB training checkpoint); the tensors'
+    bytes stay on disk. Files in torch's legacy format, which cannot be mapped, are read.
+
+    Raises:
+        ConfigError: the file is missing, unreadable, or holds no state dict.
+    """
+    mapped = {'load.mmap': zipfile.is_zipfile(path)} if osp.isfile(path) else {}
+    try:
+        with serialization_config.patch(mapped):
+            checkpoint = load_file(path)
+        return {k: v.shape for k, v in extract_state_dict(checkpoint, path).items()}
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(str(err)) from err
+
+
+def check_checkpoint_fits(
+    model: nn.Module,
+    path: str,
+    min_match: float = 0.5,
+    *,
+    shapes: Mapping[str, torch.Size] | None = None,
+) -> None:
     """Check that a checkpoint is one of ``model``: readable, and most of its tensors fit.
 
     Args:
         model: the built model, or the DDP-style wrapper around it.
         path: checkpoint file.
         min_match: fraction of the model's tensors the checkpoint must provide with the right shape.
+        shapes: the checkpoint's :func:`checkpoint_shapes` if they were read already (the file is not read again).
 
     Raises:
         ConfigError: unreadable file, or a checkpoint of another model (the mismatches named).
     """
-    try:
-        state_dict = extract_state_dict(load_file(path), path)
-    except (FileNotFoundError, ValueError) as err:
-        raise ConfigError(str(err)) from err
+    if shapes is None:
+        shapes = checkpoint_shapes(path)
     if is_model_wrapper(model):
         model = model.module
     own = model.state_dict()
-    shapes = [k for k, v in state_dict.items() if k in own and v.shape != own[k].shape]
-    matched = sum(1 for k, v in state_dict.items() if k in own and v.shape == own[k].shape)
-    if shapes or matched < min_match * len(own):
-        detail = ', '.join(f'{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}' for k in shapes[:3])
+    wrong = [k for k, shape in shapes.items() if k in own and shape != own[k].shape]
+    matched = sum(1 for k, shape in shapes.items() if k in own and shape == own[k].shape)
+    if wrong or matched < min_match * len(own):
+        detail = ', '.join(f'{k} {tuple(shapes[k])} vs {tuple(own[k].shape)}' for k in wrong[:3])
         raise ConfigError(
             f"{path} is not a checkpoint of this {type(model).__name__}: it provides {matched} of the model's "
             f'{len(own)} tensors' + (f'; shape mismatches: {detail}' if detail else '')
@@ -223,11 +269,17 @@ def check_image_files(runner: Runner, max_listed: int = 5) -> None:
     """Refuse to start when an image or label map named by the training or validation set is missing.
 
     mmcv would only fail when the data loader reaches the file, possibly hours
-    into a run. One ``stat`` per file, a few seconds for COCO's 118k images.
+    into a run. One ``stat`` per file (see docs/reliability.md for what COCO's 118k
+    images cost), on rank 0 only: the other ranks wait for its verdict instead of
+    sending the shared file system the same storm of metadata requests.
 
     Raises:
         ConfigError: how many files are missing, the first few by name, and the annotation file.
     """
+    on_rank_zero(_check_image_files, runner, max_listed)
+
+
+def _check_image_files(runner: Runner, max_listed: int) -> None:
     loops = [('training', runner.train_loop)]
     if runner.cfg.get('val_cfg') and runner.cfg.get('val_dataloader'):
         loops.append(('validation', runner.val_loop))

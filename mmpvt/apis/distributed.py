@@ -1,26 +1,68 @@
-"""Distributed runs on machines without CUDA, and loss logging averaged over ranks.
+"""Distributed runs: the process group before the Runner, CPU (gloo) runs, rank-0 verdicts, teardown.
 
-With CUDA, mmengine's own path is kept (``init_dist`` with the config's backend,
-usually nccl, and a DDP wrapper on ``LOCAL_RANK``'s GPU). Without CUDA, mmengine
-0.10's ``init_dist`` calls ``torch.cuda.set_device`` and its DDP wrapper passes
-``device_ids=[LOCAL_RANK]``, which CPU modules reject; :func:`prepare_cpu_distributed`
-therefore initialises a gloo process group itself, before the Runner is built (the
-Runner then skips its own initialisation), and asks for a DDP wrapper without device ids.
+With CUDA, mmengine's own initialisation is kept (``init_dist`` with the config's
+backend, usually nccl, and a DDP wrapper on ``LOCAL_RANK``'s GPU); :func:`set_local_rank`
+makes ``LOCAL_RANK`` right for every launcher first (mmengine's MPI path never sets it,
+and its DDP wrapper reads it). Without CUDA, mmengine 0.10's ``init_dist`` calls
+``torch.cuda.set_device`` and its DDP wrapper passes ``device_ids=[LOCAL_RANK]``, which
+CPU modules reject; :func:`prepare_cpu_distributed` therefore initialises a gloo process
+group itself and asks for :class:`CpuDistributedDataParallel`.
+
+:func:`init_distributed` starts the group before the Runner is built (the Runner then
+skips its own initialisation), so that work touching shared storage (choosing the
+checkpoint to resume from, checking every image) can run once, on rank 0, with
+:func:`on_rank_zero` handing its result or its error to every rank.
 """
 
 from __future__ import annotations
 
 import datetime
+import gc
 import os
+import pickle
 import subprocess
-from typing import Any
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as torch_dist
 from mmengine.config import Config
-from mmengine.dist import all_reduce_dict, is_distributed
+from mmengine.dist import all_reduce_dict, broadcast_object_list, get_rank, init_dist, is_distributed
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
+from mmengine.model import MMDistributedDataParallel, revert_sync_batchnorm
+from mmengine.registry import MODEL_WRAPPERS
+from torch import nn
+
+T = TypeVar('T')
+
+#: launcher -> the variable holding a process's rank on its own node (``LOCAL_RANK``'s source).
+LOCAL_RANK_VARS = {'mpi': 'OMPI_COMM_WORLD_LOCAL_RANK', 'slurm': 'SLURM_LOCALID'}
+
+
+def set_local_rank(launcher: str, default: int = 0) -> None:
+    """Set ``LOCAL_RANK``, which mmengine's DDP wrapper reads for ``device_ids``, for ``launcher``.
+
+    torchrun sets it itself (else ``default``, the legacy ``--local_rank``). Under MPI and
+    Slurm it comes from ``OMPI_COMM_WORLD_LOCAL_RANK`` / ``SLURM_LOCALID``: mmengine's
+    ``_init_dist_mpi`` puts each process on ``cuda:OMPI_COMM_WORLD_LOCAL_RANK`` but never
+    sets ``LOCAL_RANK``, so without this every rank's DDP would be given ``device_ids=[0]``.
+
+    Raises:
+        ValueError: ``--launcher mpi`` in a process that Open MPI's mpirun did not start.
+    """
+    source = LOCAL_RANK_VARS.get(launcher)
+    if source and source in os.environ:
+        os.environ['LOCAL_RANK'] = os.environ[source]
+    elif launcher == 'mpi':
+        raise ValueError(
+            f"--launcher mpi: {source} is not set; start the job with Open MPI's mpirun "
+            '(or use --launcher pytorch with torchrun, --launcher slurm with srun)'
+        )
+    else:
+        os.environ.setdefault('LOCAL_RANK', str(default))
 
 
 def _slurm_env() -> None:
@@ -30,7 +72,7 @@ def _slurm_env() -> None:
     os.environ.setdefault('MASTER_PORT', '29500')
     os.environ['WORLD_SIZE'] = os.environ['SLURM_NTASKS']
     os.environ['RANK'] = os.environ['SLURM_PROCID']
-    os.environ['LOCAL_RANK'] = os.environ.get('SLURM_LOCALID', '0')
+    set_local_rank('slurm')
 
 
 def _mpi_env() -> None:
@@ -39,21 +81,32 @@ def _mpi_env() -> None:
     os.environ.setdefault('MASTER_PORT', '29500')
     os.environ['WORLD_SIZE'] = os.environ['OMPI_COMM_WORLD_SIZE']
     os.environ['RANK'] = os.environ['OMPI_COMM_WORLD_RANK']
-    os.environ['LOCAL_RANK'] = os.environ['OMPI_COMM_WORLD_LOCAL_RANK']
+    set_local_rank('mpi')
 
 
-def _sync_bn_to_bn(node: Any) -> int:
-    """Replace ``type='SyncBN'`` by ``'BN'`` in a nested config; return how many were replaced."""
-    count = 0
-    if isinstance(node, dict):
-        if node.get('type') == 'SyncBN':
-            node['type'] = 'BN'
-            count += 1
-        for value in node.values():
-            count += _sync_bn_to_bn(value)
-    elif isinstance(node, list | tuple):
-        count += sum(_sync_bn_to_bn(value) for value in node)
-    return count
+@MODEL_WRAPPERS.register_module()
+class CpuDistributedDataParallel(MMDistributedDataParallel):
+    """mmengine's DDP wrapper for CPU processes: no device ids, SyncBN layers reverted to BN.
+
+    torch's ``SyncBatchNorm`` (and mmcv's) run only on accelerators; mmengine's
+    ``revert_sync_batchnorm`` turns every one of them, whether the config asked for
+    ``SyncBN``, ``MMSyncBN`` or ``sync_bn='torch'``, into a plain batch norm with the same
+    parameters and state-dict keys. Each process then normalises over its own batch.
+    """
+
+    def __init__(self, module: nn.Module, **kwargs: Any) -> None:
+        devices = sorted({str(p.device) for p in module.parameters() if p.device.type != 'cpu'})
+        if devices:
+            raise ValueError(
+                f'CpuDistributedDataParallel is for CPU processes, but the model has parameters on '
+                f'{", ".join(devices)}; on GPUs use MMDistributedDataParallel (model_wrapper_cfg type)'
+            )
+        synced = sum(1 for m in module.modules() if 'SyncBatchNorm' in type(m).__name__)
+        if synced:
+            module = revert_sync_batchnorm(module)
+            print_log(f'CPU distributed run: {synced} SyncBN layer(s) turned into BN', logger='current')
+        kwargs['device_ids'] = None
+        super().__init__(module=module, **kwargs)
 
 
 def prepare_cpu_distributed(cfg: Config, launcher: str) -> bool:
@@ -61,8 +114,9 @@ def prepare_cpu_distributed(cfg: Config, launcher: str) -> bool:
 
     Does nothing (and returns False) for ``launcher='none'`` or when CUDA is available,
     so GPU runs keep mmengine's own initialisation. Otherwise it initialises the gloo
-    process group from the launcher's environment, sets ``cfg.model_wrapper_cfg`` to a
-    DDP wrapper without device ids, and turns SyncBN (CUDA-only in torch) into BN.
+    process group from the launcher's environment (unless it is up already) and sets
+    ``cfg.model_wrapper_cfg`` to :class:`CpuDistributedDataParallel` (no device ids,
+    SyncBN reverted to BN: torch's runs only on accelerators).
 
     Args:
         cfg: the run's config, modified in place.
@@ -85,14 +139,11 @@ def prepare_cpu_distributed(cfg: Config, launcher: str) -> bool:
         torch_dist.init_process_group(backend='gloo', **kwargs)
     wrapper = dict(cfg.get('model_wrapper_cfg') or {})
     wrapper.setdefault('type', 'MMDistributedDataParallel')
-    if wrapper['type'] == 'MMDistributedDataParallel':
+    if wrapper['type'] in ('MMDistributedDataParallel', 'CpuDistributedDataParallel'):
+        wrapper['type'] = 'CpuDistributedDataParallel'
         wrapper.setdefault('broadcast_buffers', False)
         wrapper.setdefault('find_unused_parameters', cfg.get('find_unused_parameters', False))
-        wrapper['device_ids'] = None
     cfg.model_wrapper_cfg = wrapper
-    converted = _sync_bn_to_bn(cfg.model)
-    if converted:
-        print_log(f'CPU distributed run: {converted} SyncBN layer config(s) turned into BN', logger='current')
     print_log(
         f'no CUDA: distributed run on CPU processes with gloo (rank {torch_dist.get_rank()} '
         f'of {torch_dist.get_world_size()})',
@@ -101,17 +152,88 @@ def prepare_cpu_distributed(cfg: Config, launcher: str) -> bool:
     return True
 
 
-def close_distributed() -> None:
-    """Wait for every rank, then destroy the process group (after a run that ended normally).
+def init_distributed(cfg: Config) -> None:
+    """Start the process group of ``cfg.launcher`` now, before the Runner (which then skips its own).
 
-    Left to interpreter exit, the teardown of a gloo group raced its own threads and
-    aborted a rank (``terminate called without an active exception``, SIGABRT) after a
-    finished 2-process run, turning a success into torchrun's ``ChildFailedError``.
-    torch asks for an explicit ``destroy_process_group`` with nccl too.
+    Without CUDA: :func:`prepare_cpu_distributed` (gloo). With CUDA: mmengine's
+    ``init_dist`` with the config's ``env_cfg.dist_cfg``, exactly what the Runner would
+    call. Nothing for ``launcher='none'`` or when a group is already up.
     """
-    if torch_dist.is_available() and torch_dist.is_initialized():
+    launcher = cfg.get('launcher', 'none')
+    if launcher == 'none' or is_distributed() or prepare_cpu_distributed(cfg, launcher):
+        return
+    init_dist(launcher, **dict((cfg.get('env_cfg') or {}).get('dist_cfg') or {}))
+
+
+def on_rank_zero(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run ``fn`` on rank 0 only and give every rank its result, or raise its error on every rank.
+
+    For work on shared storage whose verdict every rank must share (which checkpoint to
+    resume from, whether every image exists): one rank reads, the others wait for its
+    answer instead of repeating the reads. Outside a distributed run, just ``fn(...)``.
+    """
+    if not is_distributed():
+        return fn(*args, **kwargs)
+    outcome: list[Any] = [None, None]
+    if get_rank() == 0:
+        try:
+            outcome[0] = fn(*args, **kwargs)
+        except Exception as err:  # handed to every rank below, then raised by each
+            outcome[1] = err
+            try:
+                pickle.dumps(err)
+            except Exception:
+                outcome[1] = RuntimeError(f'rank 0: {type(err).__name__}: {err}')
+    broadcast_object_list(outcome, src=0)
+    if outcome[1] is not None:
+        raise outcome[1]
+    return outcome[0]
+
+
+def close_distributed(succeeded: bool = True) -> None:
+    """Tear the process group down, and first everything of the run that holds on to it.
+
+    The Runner (unreachable by now, but kept in reference cycles) holds the DDP wrapper,
+    which holds the group's gloo backend; ``gc.collect()`` releases them here, while the
+    interpreter is whole. After a run that ended normally every rank then waits at a
+    barrier, so none closes its connections while another still finishes its last
+    collective. After an error there is no barrier (the other ranks may never reach it);
+    a gloo group (CPU run) is still destroyed, a GPU (nccl) one is left to torchrun,
+    which stops the other ranks.
+
+    Why: left to interpreter exit, the DDP wrapper and the gloo backend it holds were
+    released during Python's finalisation, and a rank sometimes died there with
+    ``terminate called without an active exception`` (SIGABRT), turning a finished run
+    into torchrun's ``ChildFailedError``. ``destroy_process_group`` alone does not prevent
+    it (the wrapper keeps the backend alive); releasing the wrapper before exit does.
+    """
+    if not (torch_dist.is_available() and torch_dist.is_initialized()):
+        return
+    gc.collect()
+    if succeeded:
         torch_dist.barrier()
-        torch_dist.destroy_process_group()
+    elif torch_dist.get_backend() != 'gloo':
+        return
+    torch_dist.destroy_process_group()
+
+
+@contextmanager
+def distributed_run(cfg: Config) -> Iterator[None]:
+    """Start the process group (:func:`init_distributed`) and always end it (:func:`close_distributed`).
+
+    When the body fails in a distributed run, the local variables of the failed frames
+    (the Runner among them) are dropped from the traceback first, so that the Runner and
+    its DDP wrapper are released before the group goes, not during interpreter exit.
+    """
+    init_distributed(cfg)
+    try:
+        yield
+    except BaseException as err:
+        if is_distributed():
+            traceback.clear_frames(err.__traceback__)
+        close_distributed(succeeded=False)
+        raise
+    close_distributed(succeeded=True)
 
 
 class RankMeanLossHook(Hook):

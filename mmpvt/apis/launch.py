@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import os.path as osp
 import re
 from collections.abc import Iterator, Sequence
@@ -21,8 +20,8 @@ from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 from mmengine.runner import Runner
 
-from ..checkpoint import allow_mmengine_checkpoints, load_file
-from .amp import amp_optim_wrapper
+from ..checkpoint import allow_mmengine_checkpoints
+from .amp import amp_optim_wrapper, check_amp_device
 from .checks import (
     ConfigError,
     check_cfg_options,
@@ -31,9 +30,10 @@ from .checks import (
     check_neck_channels,
     check_train_data,
     check_work_dir,
+    checkpoint_shapes,
 )
-from .distributed import RankMeanLossHook, close_distributed, prepare_cpu_distributed
-from .resume import ResumableRandomnessHook, latest_readable_checkpoint, use_atomic_checkpoints
+from .distributed import RankMeanLossHook, distributed_run, on_rank_zero, prepare_cpu_distributed, set_local_rank
+from .resume import Checkpoint, ResumableRandomnessHook, choose_resume_checkpoint, use_atomic_checkpoints
 
 #: Supported ``default_scope`` values and the package each one needs.
 SCOPES = {'mmdet': 'mmdet', 'mmseg': 'mmsegmentation'}
@@ -190,7 +190,10 @@ def test_parser() -> argparse.ArgumentParser:
 
 def _setup(cfg: Config, args: argparse.Namespace) -> None:
     """Settings common to training and testing: launcher, work dir, LOCAL_RANK."""
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    try:
+        set_local_rank(args.launcher, args.local_rank)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
     cfg.launcher = args.launcher
     if args.work_dir:
         cfg.work_dir = args.work_dir
@@ -224,6 +227,7 @@ def train_config(args: argparse.Namespace) -> Config:
     _setup(cfg, args)
     if args.amp:
         amp_optim_wrapper(cfg.optim_wrapper)
+    check_amp_device(cfg.optim_wrapper)
     if args.auto_scale_lr:
         if not {'enable', 'base_batch_size'} <= set(cfg.get('auto_scale_lr') or {}):
             raise ConfigError(
@@ -237,34 +241,33 @@ def train_config(args: argparse.Namespace) -> Config:
         if not osp.isfile(args.resume):
             raise ConfigError(f'--resume: checkpoint file not found: {args.resume}')
         cfg.resume, cfg.load_from = True, args.resume
+    else:
+        check_work_dir(cfg.work_dir)
     check_pretrained(cfg)
     check_data(cfg, ['train_dataloader', 'val_dataloader'])
-    check_resume(cfg, args.resume)
     use_atomic_checkpoints(cfg)
     return cfg
 
 
-def check_resume(cfg: Config, resume: str | None) -> None:
-    """Protect a work dir's checkpoints and pick a readable one to resume from.
+def check_resume(cfg: Config, resume: str | None) -> Checkpoint | None:
+    """Pick the readable checkpoint ``--resume`` continues from, on rank 0 for every rank; set ``cfg`` to it.
 
-    Without ``--resume`` a work dir holding checkpoints is refused. ``--resume``
-    (auto) continues from :func:`~mmpvt.apis.resume.latest_readable_checkpoint`;
-    ``--resume PATH`` must name a readable checkpoint.
+    ``--resume`` (auto) continues from :func:`~mmpvt.apis.resume.latest_readable_checkpoint`
+    (nothing to resume in a work dir without checkpoints); ``--resume PATH`` must name a
+    readable checkpoint. Call it once the process group is up (inside :func:`distributed_run`).
+
+    Returns:
+        The checkpoint with its tensors' shapes, or None.
 
     Raises:
-        ConfigError: checkpoints would be overwritten, or none can be read.
+        ConfigError: the checkpoint is unreadable, or none of the work dir's is readable.
     """
     if resume is None:
-        check_work_dir(cfg.work_dir)
-        return
-    try:
-        if resume == 'auto':
-            cfg.load_from = latest_readable_checkpoint(cfg.work_dir)
-            cfg.resume = cfg.load_from is not None
-        else:
-            load_file(cfg.load_from)
-    except (FileNotFoundError, ValueError) as err:
-        raise ConfigError(f'--resume: {err}') from err
+        return None
+    chosen = choose_resume_checkpoint(cfg.work_dir, resume)
+    cfg.load_from = chosen.path if chosen else None
+    cfg.resume = chosen is not None
+    return chosen
 
 
 def validation_metrics(runner: Runner) -> dict[str, float]:
@@ -281,10 +284,17 @@ def validation_metrics(runner: Runner) -> dict[str, float]:
 def train(argv: Sequence[str] | None = None) -> dict[str, float]:
     """Entry point of ``tools/train.py``; returns the last validation metrics."""
     allow_mmengine_checkpoints()
-    cfg = train_config(train_parser().parse_args(argv))
+    args = train_parser().parse_args(argv)
+    cfg = train_config(args)
+    with distributed_run(cfg):
+        return _train(cfg, args.resume)
+
+
+def _train(cfg: Config, resume: str | None) -> dict[str, float]:
+    chosen = check_resume(cfg, resume)
     runner = build_runner(cfg)
-    if cfg.get('resume') and cfg.get('load_from'):
-        check_checkpoint_fits(runner.model, cfg.load_from)
+    if chosen is not None:
+        check_checkpoint_fits(runner.model, chosen.path, shapes=chosen.shapes)
     check_train_data(runner)
     check_image_files(runner)
     try:
@@ -301,7 +311,6 @@ def train(argv: Sequence[str] | None = None) -> dict[str, float]:
     if metrics:
         summary = ', '.join(f'{k}={v:.4g}' for k, v in metrics.items())
         print_log(f'final validation metrics: {summary}', logger='current')
-    close_distributed()
     return metrics
 
 
@@ -337,14 +346,17 @@ def test(argv: Sequence[str] | None = None) -> dict[str, Any]:
     allow_mmengine_checkpoints()
     args = test_parser().parse_args(argv)
     cfg = test_config(args)
+    with distributed_run(cfg):
+        return _test(cfg, args)
+
+
+def _test(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
     runner = build_runner(cfg)
-    check_checkpoint_fits(runner.model, args.checkpoint)
+    check_checkpoint_fits(runner.model, args.checkpoint, shapes=on_rank_zero(checkpoint_shapes, args.checkpoint))
     if args.out:
         if cfg.default_scope == 'mmdet':
             from mmdet.evaluation import DumpDetResults as Dump
         else:
             from mmengine.evaluator import DumpResults as Dump
         runner.test_evaluator.metrics.append(Dump(out_file_path=args.out))
-    metrics = runner.test()
-    close_distributed()
-    return metrics
+    return runner.test()

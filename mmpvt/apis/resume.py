@@ -5,8 +5,10 @@
   disk and renames it over the target, so a killed process leaves either the old
   file or the new one, never half of one.
 * :func:`latest_readable_checkpoint` picks the checkpoint ``--resume`` continues
-  from: the one mmengine's ``last_checkpoint`` names if it loads, else the newest
+  from: the one mmengine's ``last_checkpoint`` names if it reads, else the newest
   ``epoch_*.pth`` / ``iter_*.pth`` that does, with a warning naming each bad file.
+  Only each file's index is read (:func:`~mmpvt.apis.checks.checkpoint_shapes`), and
+  in a distributed run only rank 0 reads (:func:`choose_resume_checkpoint`).
 * :class:`ResumableRandomnessHook` reseeds the global random generators from
   (seed, epoch) before each epoch and torch's from (seed, iteration) before each
   step, so an epoch-based run resumed at an epoch boundary draws the same random
@@ -22,7 +24,7 @@ import random
 import re
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -31,7 +33,8 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 
-from ..checkpoint import load_file
+from .checks import ConfigError, checkpoint_shapes
+from .distributed import on_rank_zero
 
 #: What ``CheckpointHook`` names its files (mmengine's default ``filename_tmpl``).
 CHECKPOINT_NAME = re.compile(r'(epoch|iter)_(\d+)\.pth$')
@@ -94,15 +97,22 @@ def _candidates(work_dir: str) -> list[str]:
     return named + [p for p in found if osp.abspath(p) not in seen]
 
 
-def latest_readable_checkpoint(work_dir: str) -> str | None:
+class Checkpoint(NamedTuple):
+    """A checkpoint chosen to resume from, and the shapes of its state-dict tensors."""
+
+    path: str
+    shapes: dict[str, torch.Size]
+
+
+def latest_readable_checkpoint(work_dir: str) -> Checkpoint | None:
     """The checkpoint of ``work_dir`` that ``--resume`` should continue from.
 
     Args:
         work_dir: a training run's work dir.
 
     Returns:
-        The path of the newest checkpoint that loads (``last_checkpoint``'s target
-        if it does), or None if the work dir holds no checkpoint at all.
+        The newest checkpoint that reads (``last_checkpoint``'s target if it does),
+        or None if the work dir holds no checkpoint at all.
 
     Raises:
         ValueError: there are checkpoints but none of them can be read.
@@ -110,17 +120,47 @@ def latest_readable_checkpoint(work_dir: str) -> str | None:
     bad: list[str] = []
     for path in _candidates(work_dir):
         try:
-            load_file(path)
-        except (FileNotFoundError, ValueError) as err:
+            shapes = checkpoint_shapes(path)
+        except ValueError as err:
             bad.append(f'{path} ({err})')
             print_log(f'--resume: skipping unreadable checkpoint {path}: {err}', logger='current', level=30)
             continue
         if bad:
             print_log(f'--resume: the latest checkpoint cannot be used; resuming from {path} instead', logger='current')
-        return path
+        return Checkpoint(path, shapes)
     if bad:
         raise ValueError(f'no readable checkpoint in {work_dir}: ' + '; '.join(bad))
     return None
+
+
+def _resume_checkpoint(work_dir: str, resume: str) -> Checkpoint | None:
+    try:
+        if resume == 'auto':
+            return latest_readable_checkpoint(work_dir)
+        return Checkpoint(resume, checkpoint_shapes(resume))
+    except ValueError as err:
+        raise ConfigError(f'--resume: {err}') from err
+
+
+def choose_resume_checkpoint(work_dir: str, resume: str) -> Checkpoint | None:
+    """The checkpoint ``--resume`` continues from, decided by rank 0 and shared with every rank.
+
+    On a shared file system each rank choosing for itself could pick a different file
+    (one that appeared, or was found truncated, in between), and every rank would read
+    every candidate. Here rank 0 reads the candidates' indexes once; the others get its
+    choice (or its error) through :func:`~mmpvt.apis.distributed.on_rank_zero`.
+
+    Args:
+        work_dir: the run's work dir.
+        resume: ``'auto'`` (the latest readable checkpoint of ``work_dir``) or a checkpoint path.
+
+    Returns:
+        The checkpoint, or None for ``'auto'`` in a work dir without checkpoints.
+
+    Raises:
+        ConfigError: the checkpoint (every checkpoint, for ``'auto'``) is missing or unreadable.
+    """
+    return on_rank_zero(_resume_checkpoint, work_dir, resume)
 
 
 def _seed_from(*numbers: int) -> int:
