@@ -11,8 +11,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import checkout_env
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
+
+from mmpvt.checkpoint import allow_mmengine_checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / 'tools' / 'demo.py'
@@ -45,12 +48,73 @@ def test_demo_draws_a_folder(config: str, tmp_path: Path) -> None:
     write_images(tmp_path / 'images', 2)
     out_dir = tmp_path / 'vis'
     args = [str(DEMO), str(cfg_path), str(ckpt), str(tmp_path / 'images'), '--out-dir', str(out_dir)]
-    result = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=tmp_path)
+    result = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=tmp_path, env=checkout_env())
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'wrote 2 picture(s)' in result.stdout
     for i in range(2):
         drawn = cv2.imread(str(out_dir / f'img{i}.png'))
         assert drawn is not None and drawn.shape[:2] == (128, 128)
+
+
+def run_demo(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, str(DEMO), *map(str, args)], capture_output=True, text=True, cwd=cwd, env=checkout_env()
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def detections(config: Path, checkpoint: Path, image: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(boxes, scores) the detector predicts on ``image``, computed here with mmdet's inference API."""
+    from mmdet.apis import inference_detector, init_detector
+
+    allow_mmengine_checkpoints()  # what the demo does before loading
+    model = init_detector(str(config), str(checkpoint), device='cpu')
+    instances = inference_detector(model, str(image)).pred_instances
+    return instances.bboxes.numpy(), instances.scores.numpy()
+
+
+def box_region(box: np.ndarray, shape: tuple[int, ...], margin: int = 0) -> tuple[slice, slice]:
+    """The rows and columns of an (x0, y0, x1, y1) box, widened by ``margin`` pixels, inside an image."""
+    x0, y0, x1, y1 = box
+    h, w = shape[:2]
+    rows = slice(max(int(y0) - margin, 0), min(int(np.ceil(y1)) + 1 + margin, h))
+    cols = slice(max(int(x0) - margin, 0), min(int(np.ceil(x1)) + 1 + margin, w))
+    return rows, cols
+
+
+@pytest.mark.usefixtures('no_safe_globals')
+def test_demo_draws_the_detections_above_the_score_threshold(tmp_path: Path) -> None:
+    """The boxes scoring at least --score-thr are drawn (pixels change inside each of them), nothing else is;
+    above the best score the picture is the input."""
+    config, ckpt = tmp_path / 'config.py', tmp_path / 'model.pth'
+    toy = ROOT / 'configs' / 'toy' / 'retinanet_pvt_t_fpn_toy_coco.py'
+    # an untrained detector scores below the default threshold: keep its 20 best boxes
+    config.write_text(f"_base_ = '{toy}'\nmodel = dict(test_cfg=dict(score_thr=0.0, max_per_img=20))\n")
+    save_checkpoint(config, ckpt)
+    write_images(tmp_path / 'images', 1)
+    image = tmp_path / 'images' / 'img0.jpg'
+    boxes, scores = detections(config, ckpt, image)
+    best = np.sort(scores)[::-1]
+    assert len(best) > 3 and best[2] > best[3]
+    threshold = float(best[2] + best[3]) / 2  # the three best boxes are drawn, the others are not
+
+    out = tmp_path / 'drawn.png'
+    run_demo(config, ckpt, image, '--out-file', out, '--score-thr', threshold, cwd=tmp_path)
+    source, drawn = cv2.imread(str(image)), cv2.imread(str(out))
+    assert drawn is not None and drawn.shape == source.shape
+    changed = np.abs(drawn.astype(int) - source.astype(int)).max(axis=2) > 30
+    shown = boxes[scores >= threshold]
+    assert len(shown) == 3
+    near_a_shown_box = np.zeros(changed.shape, bool)
+    for box in shown:
+        assert changed[box_region(box, changed.shape)].mean() > 0.01, box
+        near_a_shown_box[box_region(box, changed.shape, margin=3)] = True
+    assert changed.any() and not changed[~near_a_shown_box].any()  # the hidden boxes were not drawn
+
+    above = tmp_path / 'none.png'
+    run_demo(config, ckpt, image, '--out-file', above, '--score-thr', float(best[0]) + 1e-3, cwd=tmp_path)
+    assert np.array_equal(cv2.imread(str(above)), source)
 
 
 def test_demo_draws_one_image_to_out_file(tmp_path: Path) -> None:
@@ -64,7 +128,7 @@ def test_demo_draws_one_image_to_out_file(tmp_path: Path) -> None:
     cv2.circle(canvas, (50, 40), 25, (0, 0, 255), -1)
     cv2.imwrite(str(image), canvas)
     args = [str(DEMO), str(cfg_path), str(ckpt), str(image), '--out-file', str(out_file)]
-    result = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=tmp_path)
+    result = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=tmp_path, env=checkout_env())
     assert result.returncode == 0, result.stderr[-3000:]
     assert f'wrote 1 picture(s): {out_file}' in result.stdout
     assert not (tmp_path / 'demo_out').exists()  # no --out-dir folder when --out-file names the picture
@@ -78,6 +142,6 @@ def test_demo_draws_one_image_to_out_file(tmp_path: Path) -> None:
 def test_demo_reports_missing_files(tmp_path: Path) -> None:
     cfg_path = ROOT / 'configs' / 'toy' / 'retinanet_pvt_t_fpn_toy_coco.py'
     args = [str(DEMO), str(cfg_path), str(tmp_path / 'nope.pth'), str(tmp_path)]
-    result = subprocess.run([sys.executable, *args], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=checkout_env())
     assert result.returncode == 2
     assert f'checkpoint file not found: {tmp_path / "nope.pth"}' in result.stderr

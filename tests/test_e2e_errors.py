@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TOY_CONFIGS
+from conftest import REPO, TOY_CONFIGS, checkout_env
 
 from mmpvt.apis import launch
 from mmpvt.apis.launch import ConfigError, train_config, train_parser
@@ -40,10 +40,24 @@ def test_missing_resume_checkpoint(tmp_path: Path) -> None:
         train_config(args)
 
 
-def test_missing_pretrained_backbone(tmp_path: Path) -> None:
+def test_missing_pretrained_backbone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The config's relative ``pretrained/pvt_tiny.pth`` is looked up from the working directory: an empty one here."""
     config = str(REPO / 'configs' / 'retinanet_pvt_t_fpn_1x_coco.py')
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match=r'backbone checkpoint pretrained/pvt_tiny\.pth not found.*init_cfg=None'):
-        train_config(train_parser().parse_args([config, '--work-dir', str(tmp_path)]))
+        train_config(train_parser().parse_args([config, '--work-dir', str(tmp_path / 'work')]))
+
+    elsewhere = tmp_path / 'weights' / 'pvt_tiny.pth'
+    option = f'model.backbone.init_cfg.checkpoint={elsewhere}'
+    args = train_parser().parse_args([config, '--work-dir', str(tmp_path / 'work'), '--cfg-options', option])
+    with pytest.raises(ConfigError, match=rf'backbone checkpoint {elsewhere} not found'):
+        train_config(args)
+    # once the file exists the check passes (the next one, the missing COCO, stops the run)
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes(b'')
+    with pytest.raises(ConfigError, match='not found') as error:
+        train_config(args)
+    assert 'backbone checkpoint' not in str(error.value) and 'data/coco' in str(error.value)
 
 
 @pytest.mark.parametrize(
@@ -69,7 +83,12 @@ def test_missing_dataset_names_layout_and_command(tmp_path: Path, config: str, r
 def test_train_tool_exits_with_the_message(tmp_path: Path) -> None:
     config = write(tmp_path / 'cfg.py', 'model = dict(type="X")\n')
     result = subprocess.run(
-        [sys.executable, 'tools/train.py', config], cwd=REPO, capture_output=True, text=True, timeout=300
+        [sys.executable, 'tools/train.py', config],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=checkout_env(),
     )
     assert result.returncode == 1
     assert 'error:' in result.stderr and 'no default_scope' in result.stderr
