@@ -1,12 +1,26 @@
 """mmpvt: Pyramid Vision Transformer backbones for OpenMMLab.
 
-Importing the package registers ``PVT``, ``PVTv2`` and ``SpatialReductionAttention``
-in mmpvt's registry and in mmdet's and mmseg's when they are installed.
+Importing the package (what a config's ``custom_imports = dict(imports=['mmpvt'])`` does) is
+all any OpenMMLab tool needs, ours or mmdet's and mmseg's own ``tools/train.py`` and ``tools/test.py``:
+
+* ``PVT``, ``PVTv2`` and ``SpatialReductionAttention`` are registered in mmpvt's registry and in
+  mmdet's and mmseg's when they are installed;
+* torch's weights-only unpickler is allowed exactly the types mmengine's checkpoints carry
+  (:data:`mmpvt.checkpoint.MMENGINE_SAFE_GLOBALS`), so that mmengine 0.10's plain ``torch.load``
+  of a training checkpoint (``test.py``, ``--resume``) works on torch >= 2.6 with safe loading on;
+* the hooks, file backend and optim wrapper of :mod:`mmpvt.engine` can be named in a config.
 """
 
+from .checkpoint import allow_mmengine_checkpoints
 from .layers import SpatialReductionAttention, sra_macs
 from .models import ARCH_SETTINGS, PVT, PVTv2, PyramidVisionTransformer
 from .version import __version__
+
+# Here, not beside the backbone's registration: every import of mmpvt (custom_imports, mmengine's
+# lazy import of mmpvt.models for type='mmpvt.PVT', a script's own import) runs this file first.
+allow_mmengine_checkpoints()
+
+from . import engine  # noqa: E402  (registers what configs can name; needs the models above)
 
 __all__ = [
     'ARCH_SETTINGS',
@@ -15,5 +29,6 @@ __all__ = [
     'PyramidVisionTransformer',
     'SpatialReductionAttention',
     '__version__',
+    'engine',
     'sra_macs',
 ]
