@@ -10,6 +10,17 @@ from mmengine.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / 'configs').glob('*.py'))
+ZOO_COLUMNS = [
+    'model',
+    'backbone',
+    'data',
+    "paper's result",
+    "official code's result",
+    "mmdet's result",
+    "backbone's ImageNet top-1",
+    'train (8 GPUs)',
+    'evaluate',
+]
 
 B = 'box AP'
 M = 'mask AP'
@@ -57,6 +68,57 @@ PUBLISHED: dict[str, dict[str, float] | None] = {
 }
 
 
+#: What the official code reports for its own configs, with logs and models (read with the search
+#: tools): whai362/PVT detection/README.md gives the papers' numbers for every detector above;
+#: segmentation/README.md gives "mIoU(code)" for Semantic FPN with PVT v1. PVTv2-Seg gives none.
+OFFICIAL_CODE: dict[str, dict[str, float]] = {
+    **{name: metrics for name, metrics in PUBLISHED.items() if name.endswith('_coco') and metrics},
+    'fpn_pvt_t_512x512_40k_ade20k': {'mIoU': 36.6},
+    'fpn_pvt_s_512x512_40k_ade20k': {'mIoU': 41.9},
+    'fpn_pvt_m_512x512_40k_ade20k': {'mIoU': 43.5},
+    'fpn_pvt_l_512x512_40k_ade20k': {'mIoU': 43.5},
+}
+
+#: mmdetection's own trainings of its PVT port (mmdetection configs/pvt/README.md): RetinaNet only.
+MMDET: dict[str, dict[str, float]] = {
+    'retinanet_pvt_t_fpn_1x_coco': {B: 36.6},
+    'retinanet_pvt_s_fpn_1x_coco': {B: 40.4},
+    'retinanet_pvt_m_fpn_1x_coco': {B: 41.7},
+    'retinanet_pvtv2_b0_fpn_1x_coco': {B: 37.1},
+    'retinanet_pvtv2_b1_fpn_1x_coco': {B: 41.2},
+    'retinanet_pvtv2_b2_fpn_1x_coco': {B: 44.6},
+    'retinanet_pvtv2_b3_fpn_1x_coco': {B: 46.0},
+    'retinanet_pvtv2_b4_fpn_1x_coco': {B: 46.3},
+    'retinanet_pvtv2_b5_fpn_1x_coco': {B: 46.1},
+}
+
+#: ImageNet-1K top-1 of each official pretrained file (whai362/PVT classification/README.md).
+IMAGENET_TOP1 = {
+    'pvt_tiny.pth': 75.1,
+    'pvt_small.pth': 79.8,
+    'pvt_medium.pth': 81.2,
+    'pvt_large.pth': 81.7,
+    'pvt_v2_b0.pth': 70.5,
+    'pvt_v2_b1.pth': 78.7,
+    'pvt_v2_b2_li.pth': 82.1,
+    'pvt_v2_b2.pth': 82.0,
+    'pvt_v2_b3.pth': 83.1,
+    'pvt_v2_b4.pth': 83.6,
+    'pvt_v2_b5.pth': 83.8,
+}
+
+#: metafile "Source" prefix -> the table its numbers must equal.
+SOURCES = {'paper': PUBLISHED, 'official code': OFFICIAL_CODE, 'mmdet': MMDET}
+
+
+def source_kind(source: str) -> str:
+    if source.startswith(('PVT paper', 'PVTv2 paper')):
+        return 'paper'
+    kind = source.split(':', 1)[0]
+    assert kind in SOURCES, source
+    return kind
+
+
 def test_metafile_covers_every_config_exactly() -> None:
     doc = yaml.safe_load((ROOT / 'metafile.yml').read_text())
     listed = [m['Config'] for m in doc['Models']]
@@ -66,36 +128,66 @@ def test_metafile_covers_every_config_exactly() -> None:
         assert model['In Collection'] in collections
         assert model['Name'] == Path(model['Config']).stem
         for result in model['Results'] or []:
-            assert result['Source'].startswith(('PVT paper', 'PVTv2 paper')), model['Name']
+            source_kind(result['Source'])
+
+
+def metafile_results() -> dict[str, dict[str, dict[str, float] | None]]:
+    """source kind -> config name -> the metrics the metafile lists from that source (None: none)."""
+    doc = yaml.safe_load((ROOT / 'metafile.yml').read_text())
+    listed: dict[str, dict[str, dict[str, float] | None]] = {kind: {} for kind in SOURCES}
+    for model in doc['Models']:
+        for kind in SOURCES:
+            listed[kind][model['Name']] = None
+        for result in model['Results'] or []:
+            kind = source_kind(result['Source'])
+            assert listed[kind][model['Name']] is None, f'{model["Name"]}: two results from {kind}'
+            listed[kind][model['Name']] = result['Metrics']
+    return listed
 
 
 def test_metafile_numbers_are_the_published_ones() -> None:
+    listed = metafile_results()
+    assert listed['paper'] == PUBLISHED
+    for kind in ('official code', 'mmdet'):
+        assert {name: m for name, m in listed[kind].items() if m is not None} == SOURCES[kind], kind
+
+
+def test_official_detection_numbers_are_the_papers() -> None:
+    """The release's detection README repeats the papers' numbers; its Semantic FPN ones differ."""
+    for name, metrics in OFFICIAL_CODE.items():
+        assert (metrics == PUBLISHED[name]) == name.endswith('_coco'), name
+
+
+def test_metafile_names_each_pretrained_file_and_its_imagenet_top1() -> None:
     doc = yaml.safe_load((ROOT / 'metafile.yml').read_text())
-    listed = {}
     for model in doc['Models']:
-        results = model['Results'] or []
-        assert len(results) <= 1, model['Name']
-        listed[model['Name']] = results[0]['Metrics'] if results else None
-    assert listed == PUBLISHED
+        pretrained = model['Metadata']['Pretrained']
+        cfg = Config.fromfile(str(ROOT / model['Config']))
+        assert pretrained['File'] == cfg.model.backbone.init_cfg.checkpoint, model['Name']
+        assert pretrained['ImageNet top-1'] == IMAGENET_TOP1[Path(pretrained['File']).name], model['Name']
+        assert pretrained['Source'].startswith('whai362/PVT classification/README.md'), model['Name']
 
 
-def readme_zoo_rows() -> dict[str, str]:
-    """config name -> the "paper's result" cell of its row in the README's model zoo table."""
+def readme_zoo_rows() -> dict[str, list[str]]:
+    """config name -> the cells of its row in the README's model zoo table."""
     readme = (ROOT / 'README.md').read_text()
     zoo = readme[readme.index('## Model zoo') :]
     zoo = zoo[: zoo.index('\n## ', 1)]
+    header = next(line for line in zoo.splitlines() if line.startswith('| model |'))
+    assert [c.strip() for c in header.strip().strip('|').split('|')] == ZOO_COLUMNS
     rows = {}
     for line in zoo.splitlines():
         cells = [c.strip() for c in line.strip().strip('|').split('|')]
         match = re.search(r'tools/dist_train\.sh configs/(\w+)\.py', line)
-        if len(cells) == 6 and match:
+        if match:
+            assert len(cells) == len(ZOO_COLUMNS), line
             assert match.group(1) not in rows, f'{match.group(1)} is listed twice'
-            rows[match.group(1)] = cells[3]
+            rows[match.group(1)] = cells
     return rows
 
 
 def parse_result(cell: str) -> dict[str, float] | None:
-    """'box AP 36.7, mask AP 35.1' -> {'box AP': 36.7, 'mask AP': 35.1}; '— (none published)' -> None."""
+    """'box AP 36.7, mask AP 35.1' -> {'box AP': 36.7, 'mask AP': 35.1}; '—' or '— (none published)' -> None."""
     if cell.startswith('—'):
         return None
     metrics = {}
@@ -107,7 +199,18 @@ def parse_result(cell: str) -> dict[str, float] | None:
 
 def test_readme_numbers_are_the_published_ones() -> None:
     rows = readme_zoo_rows()
-    assert {name: parse_result(cell) for name, cell in rows.items()} == PUBLISHED
+    column = ZOO_COLUMNS.index
+    assert {name: parse_result(cells[column("paper's result")]) for name, cells in rows.items()} == PUBLISHED
+    for header, table in (("official code's result", OFFICIAL_CODE), ("mmdet's result", MMDET)):
+        listed = {name: parse_result(cells[column(header)]) for name, cells in rows.items()}
+        assert {name: m for name, m in listed.items() if m is not None} == table, header
+
+
+def test_readme_imagenet_top1_is_the_pretrained_files() -> None:
+    column = ZOO_COLUMNS.index("backbone's ImageNet top-1")
+    for name, cells in readme_zoo_rows().items():
+        checkpoint = Config.fromfile(str(ROOT / 'configs' / f'{name}.py')).model.backbone.init_cfg.checkpoint
+        assert float(cells[column]) == IMAGENET_TOP1[Path(checkpoint).name], name
 
 
 def test_training_resources_match_the_configs() -> None:
