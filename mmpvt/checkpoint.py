@@ -51,8 +51,9 @@ def allow_mmengine_checkpoints() -> None:
     """Add :data:`MMENGINE_SAFE_GLOBALS` to torch's safe globals for plain ``torch.load`` calls.
 
     mmengine 0.10 calls ``torch.load`` without ``weights_only``; torch >= 2.6 then
-    uses the safe unpickler, which refuses mmengine's own ``meta``. The tools call
-    this once at start-up instead of turning safe loading off.
+    uses the safe unpickler, which refuses mmengine's own ``meta``. ``import mmpvt``
+    calls this (so mmdet's and mmseg's own tools, given our ``custom_imports``, read
+    training checkpoints too), instead of anyone turning safe loading off.
     """
     torch.serialization.add_safe_globals(MMENGINE_SAFE_GLOBALS)
 
