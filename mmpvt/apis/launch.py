@@ -252,7 +252,7 @@ def train_config(args: argparse.Namespace) -> Config:
 def check_resume(cfg: Config, resume: str | None) -> Checkpoint | None:
     """Pick the readable checkpoint ``--resume`` continues from, on rank 0 for every rank; set ``cfg`` to it.
 
-    ``--resume`` (auto) continues from :func:`~mmpvt.apis.resume.latest_readable_checkpoint`
+    ``--resume`` (auto) continues from :func:`~mmpvt.apis.resume.readable_checkpoint`
     (nothing to resume in a work dir without checkpoints); ``--resume PATH`` must name a
     readable checkpoint. Call it once the process group is up (inside :func:`distributed_run`).
 

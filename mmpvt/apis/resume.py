@@ -4,7 +4,7 @@
   writes each checkpoint to a temporary file in the same directory, flushes it to
   disk and renames it over the target, so a killed process leaves either the old
   file or the new one, never half of one.
-* :func:`latest_readable_checkpoint` picks the checkpoint ``--resume`` continues
+* :func:`readable_checkpoint` picks the checkpoint ``--resume`` continues
   from: the one mmengine's ``last_checkpoint`` names if it reads, else the newest
   ``epoch_*.pth`` / ``iter_*.pth`` that does, with a warning naming each bad file.
   Only each file's index is read (:func:`~mmpvt.apis.checks.checkpoint_shapes`), and
@@ -104,8 +104,8 @@ class Checkpoint(NamedTuple):
     shapes: dict[str, torch.Size]
 
 
-def latest_readable_checkpoint(work_dir: str) -> Checkpoint | None:
-    """The checkpoint of ``work_dir`` that ``--resume`` should continue from.
+def readable_checkpoint(work_dir: str) -> Checkpoint | None:
+    """The checkpoint of ``work_dir`` that ``--resume`` should continue from, with its tensors' shapes.
 
     Args:
         work_dir: a training run's work dir.
@@ -133,10 +133,16 @@ def latest_readable_checkpoint(work_dir: str) -> Checkpoint | None:
     return None
 
 
+def latest_readable_checkpoint(work_dir: str) -> str | None:
+    """The path of :func:`readable_checkpoint`, or None."""
+    chosen = readable_checkpoint(work_dir)
+    return chosen.path if chosen else None
+
+
 def _resume_checkpoint(work_dir: str, resume: str) -> Checkpoint | None:
     try:
         if resume == 'auto':
-            return latest_readable_checkpoint(work_dir)
+            return readable_checkpoint(work_dir)
         return Checkpoint(resume, checkpoint_shapes(resume))
     except ValueError as err:
         raise ConfigError(f'--resume: {err}') from err
