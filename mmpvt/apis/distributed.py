@@ -201,11 +201,15 @@ def close_distributed(succeeded: bool = True) -> None:
     a gloo group (CPU run) is still destroyed, a GPU (nccl) one is left to torchrun,
     which stops the other ranks.
 
-    Why: left to interpreter exit, the DDP wrapper and the gloo backend it holds were
-    released during Python's finalisation, and a rank sometimes died there with
-    ``terminate called without an active exception`` (SIGABRT), turning a finished run
-    into torchrun's ``ChildFailedError``. ``destroy_process_group`` alone does not prevent
-    it (the wrapper keeps the backend alive); releasing the wrapper before exit does.
+    Why: a gloo worker thread releases a finished collective's work object on its own
+    time (the barrier's holds the preceding all_gather's tensors), and releasing a tensor
+    that has a Python object takes the GIL. The backend and its threads live as long as
+    anything holds the group: the Runner's DDP wrapper did, past ``destroy_process_group``,
+    until interpreter exit. A release that came during Python's finalisation got its
+    thread ended by Python (``pthread_exit`` in ``take_gil``); that forced unwinding hit a
+    ``noexcept`` destructor and called ``std::terminate`` ("terminate called without an
+    active exception", SIGABRT), so torchrun reported a finished run as failed (seen in gdb;
+    about 1 run in 5 of a 2-process toy).
     """
     if not (torch_dist.is_available() and torch_dist.is_initialized()):
         return
