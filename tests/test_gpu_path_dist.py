@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import socket
 import weakref
@@ -350,3 +351,17 @@ def test_run_releases_its_ddp_wrapper_before_the_group_goes(
             launch.test(argv)
     assert alive_at_destroy == [False]
     assert not torch_dist.is_initialized()
+
+
+def test_gpu_group_starts_before_the_runner_with_the_configs_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With CUDA, init_distributed calls mmengine's init_dist as the Runner would, with env_cfg.dist_cfg."""
+    for name, value in dict(RANK='3', WORLD_SIZE='8', LOCAL_RANK='3').items():
+        monkeypatch.setenv(name, value)
+    gpu = FakeGpu(monkeypatch)
+    monkeypatch.setattr(dist_utils.mp, 'get_start_method', lambda allow_none=False: 'fork')  # keep this session's
+    monkeypatch.setattr(distributed, 'is_distributed', lambda: gpu.group is not None)
+    cfg = Config(dict(launcher='pytorch', env_cfg=dict(dist_cfg=dict(backend='nccl', timeout=600))))
+    distributed.init_distributed(cfg)
+    assert gpu.device == 3
+    assert gpu.group == dict(backend='nccl', timeout=datetime.timedelta(seconds=600))
+    assert 'model_wrapper_cfg' not in cfg  # mmengine's own DDP wrapper on LOCAL_RANK's GPU
