@@ -49,6 +49,7 @@ class AtomicLocalBackend(LocalBackend):
         os.makedirs(directory, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f'.{osp.basename(filepath)}.', suffix='.tmp', dir=directory)
         try:
+            os.fchmod(fd, _new_file_mode())  # mkstemp makes 0600; a plain open() honours the umask
             with os.fdopen(fd, 'wb') as f:
                 f.write(obj)
                 f.flush()
@@ -58,6 +59,13 @@ class AtomicLocalBackend(LocalBackend):
             if osp.exists(tmp):
                 os.remove(tmp)
             raise
+
+
+def _new_file_mode() -> int:
+    """The mode ``open(path, 'w')`` gives a new file: 0o666 less the process's umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 register_backend('atomic_local', AtomicLocalBackend, force=True)
