@@ -16,7 +16,8 @@ model = dict(
     decode_head=dict(in_channels=[64, 128, 320, 512]),
 )
 # The Swin config's keys name Swin's norms; these name PVTv2's (the longest matching key wins, so
-# each backbone norm needs a key longer than 'backbone' to get decay 0 and keep lr x0.1).
+# each backbone norm needs a key longer than 'backbone' to get decay 0 and keep lr x0.1; PVTv2-b2
+# has at most 6 blocks a stage).
 backbone_norm = dict(lr_mult=0.1, decay_mult=0.0)
 embed = dict(lr_mult=1.0, decay_mult=0.0)
 optim_wrapper = dict(
@@ -25,12 +26,13 @@ optim_wrapper = dict(
         norm_decay_mult=0.0,
         custom_keys={
             'backbone': dict(lr_mult=0.1, decay_mult=1.0),
+            **{f'backbone.stages.{i}.patch_embed.norm': backbone_norm for i in range(4)},
             **{
-                f'backbone.stages.{i}.{name}.norm': backbone_norm
+                f'backbone.stages.{i}.blocks.{j}.{norm}': backbone_norm
                 for i in range(4)
-                for name in ('patch_embed', 'blocks')
+                for j in range(6)
+                for norm in ('norm', 'attn.norm')
             },
-            **{f'backbone.stages.{i}.blocks.{j}.attn.norm': backbone_norm for i in range(4) for j in range(6)},
             **{f'backbone.stages.{i}.norm': backbone_norm for i in range(4)},
             'query_embed': embed,
             'query_feat': embed,
