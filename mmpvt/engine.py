@@ -27,7 +27,13 @@ from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
 from .apis.amp import CpuAmpOptimWrapper
-from .apis.checks import check_checkpoint_fits, check_image_files, check_neck_channels, check_train_data
+from .apis.checks import (
+    check_checkpoint_fits,
+    check_image_files,
+    check_neck_channels,
+    check_seg_labels,
+    check_train_data,
+)
 from .apis.distributed import RankMeanLossHook
 from .apis.resume import AtomicLocalBackend, ResumableRandomnessHook
 
@@ -38,14 +44,17 @@ class EarlyChecksHook(Hook):
     """Run mmpvt's checks under any tool, so a mistake fails before the first iteration.
 
     * every run: the neck's (or decode head's) ``in_channels`` against the PVT's outputs;
-    * training: the training set is not empty and every image and label map it and the
-      validation set name exists; a checkpoint resumed by path fits the model;
+    * training: the COCO annotation files hold what mmdet reads, the training set is not
+      empty, every image and label map it and the validation set name exists and every
+      label map has its image's size; a checkpoint resumed by path fits the model;
+    * every batch of a segmentor: its label maps hold only classes and the ignore index;
     * testing: the checkpoint under test fits the model (else mmengine loads it leniently
       and reports the metrics of a mostly random model).
 
     The checks that need the tools' command line (``--cfg-options`` typos, a work dir
     holding another run's checkpoints) or must run before the Runner builds the datasets
-    (missing data folders, with the toy-data command) stay in ``tools/``.
+    (missing data folders, with the toy-data command) stay in ``tools/``; so does naming the
+    file of an annotation file that is not JSON: the Runner parses it before any hook runs.
     """
 
     priority = 'VERY_HIGH'
@@ -65,6 +74,18 @@ class EarlyChecksHook(Hook):
         """Check that the checkpoint under test is one of this model."""
         if runner.cfg.get('load_from'):
             check_checkpoint_fits(runner.model, runner.cfg.load_from)
+
+    def before_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None) -> None:
+        """Check the batch's label-map values (segmentors)."""
+        check_seg_labels(runner.model, data_batch)
+
+    def before_val_iter(self, runner: Any, batch_idx: int, data_batch: Any = None) -> None:
+        """Check the batch's label-map values (segmentors)."""
+        check_seg_labels(runner.model, data_batch)
+
+    def before_test_iter(self, runner: Any, batch_idx: int, data_batch: Any = None) -> None:
+        """Check the batch's label-map values (segmentors)."""
+        check_seg_labels(runner.model, data_batch)
 
 
 def register_hook(cls: type) -> None:

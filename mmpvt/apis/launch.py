@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import os.path as osp
-import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -24,6 +23,7 @@ from ..checkpoint import allow_mmengine_checkpoints
 from .amp import amp_optim_wrapper, check_amp_device
 from .checks import (
     ConfigError,
+    LabelValuesHook,
     check_cfg_options,
     check_checkpoint_fits,
     check_image_files,
@@ -31,6 +31,8 @@ from .checks import (
     check_train_data,
     check_work_dir,
     checkpoint_shapes,
+    explain_config_error,
+    explain_failure,
 )
 from .distributed import RankMeanLossHook, distributed_run, on_rank_zero, prepare_cpu_distributed, set_local_rank
 from .resume import Checkpoint, ResumableRandomnessHook, choose_resume_checkpoint, use_atomic_checkpoints
@@ -69,7 +71,10 @@ def load_config(path: str, cfg_options: dict[str, Any] | None = None) -> Config:
     """
     if not osp.isfile(path):
         raise ConfigError(f'config file not found: {path}')
-    cfg = Config.fromfile(path)
+    try:
+        cfg = Config.fromfile(path)
+    except Exception as err:  # a syntax error, a missing _base_, any error the config's code raises
+        raise explain_config_error(path, err) from err
     if cfg_options:
         check_cfg_options(cfg, cfg_options)
         cfg.merge_from_dict(cfg_options)
@@ -297,16 +302,14 @@ def _train(cfg: Config, resume: str | None) -> dict[str, float]:
         check_checkpoint_fits(runner.model, chosen.path, shapes=chosen.shapes)
     check_train_data(runner)
     check_image_files(runner)
+    runner.register_hook(LabelValuesHook())  # label-map values, checked batch by batch
     try:
         runner.train()
-    except AssertionError as err:  # mmcv's LoadImageFromFile: 'failed to load image: PATH'
-        unreadable = re.search(r'failed to load image: (\S+)', str(err))
-        if unreadable is None:
+    except Exception as err:  # a corrupt image, a pretrained file of another model: named by explain_failure
+        explained = explain_failure(cfg, err, ('train_dataloader', 'val_dataloader'))
+        if explained is None:
             raise
-        raise ConfigError(
-            f'cannot decode image {unreadable.group(1)}: the file is corrupt or not an image; expected a JPEG or '
-            'PNG that OpenCV can read (grey and RGBA images are fine): replace it or remove its annotation entry'
-        ) from err
+        raise explained from err
     metrics = validation_metrics(runner)
     if metrics:
         summary = ', '.join(f'{k}={v:.4g}' for k, v in metrics.items())
@@ -359,4 +362,11 @@ def _test(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
         else:
             from mmengine.evaluator import DumpResults as Dump
         runner.test_evaluator.metrics.append(Dump(out_file_path=args.out))
-    return runner.test()
+    runner.register_hook(LabelValuesHook())
+    try:
+        return runner.test()
+    except Exception as err:  # a corrupt image, a broken annotation file: named by explain_failure
+        explained = explain_failure(cfg, err, ('test_dataloader',))
+        if explained is None:
+            raise
+        raise explained from err
