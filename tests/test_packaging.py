@@ -1,0 +1,130 @@
+"""``pip install .`` gives users the configs: the wheel carries them in ``mmpvt/.mim/`` as mmdet does, and a
+user's config in another folder inherits one with ``_base_ = 'mmpvt::pvt/<name>.py'``.
+
+What mmengine 0.10.7 allows a third-party package (``mmengine/config/utils.py``): the path after ``::`` must
+name a folder (regex ``\\w*::\\w*/\\w*``), hence ``pvt/``; the package must be in mmengine's fixed
+``MODULE2PACKAGE`` table, which has no API to extend it: the dict has to be given the entry before the config
+is read (``custom_imports`` are imported only after the bases are resolved). The tests build the wheel, install
+it into a fresh virtual environment (system site-packages for torch and the OpenMMLab stack, ``--no-deps``)
+and read configs in a subprocess of that environment from a folder outside the checkout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted(p.relative_to(REPO / 'configs').as_posix() for p in (REPO / 'configs').rglob('*.py'))
+COPY_IGNORE = shutil.ignore_patterns(
+    '.git', 'work_dirs', 'data', 'build', 'dist', '*.egg-info', '__pycache__', 'gpu_wheels', '.venv', '*.pth'
+)
+
+
+@pytest.fixture(scope='module')
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel of a copy of this checkout (the build writes build/ and egg-info into its source tree)."""
+    root = tmp_path_factory.mktemp('wheel')
+    shutil.copytree(REPO, root / 'src', ignore=COPY_IGNORE)
+    command = [sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '--no-index']
+    out = subprocess.run([*command, '-q', '-w', str(root / 'dist'), str(root / 'src')], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    (built,) = (root / 'dist').glob('mmpvt-*.whl')
+    return built
+
+
+@pytest.fixture(scope='module')
+def venv_python(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    venv = tmp_path_factory.mktemp('venv') / 'venv'
+    subprocess.run([sys.executable, '-m', 'venv', '--system-site-packages', str(venv)], check=True)
+    python = venv / 'bin' / 'python'
+    install = [str(python), '-m', 'pip', 'install', '--no-deps', '--no-index', '-q', str(wheel)]
+    out = subprocess.run(install, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return python
+
+
+def run_in_project(python: Path, project: Path, code: str) -> dict:
+    """Run ``code`` with ``python`` in ``project``, without this checkout on the path; its last line is JSON."""
+    env = {key: value for key, value in os.environ.items() if key != 'PYTHONPATH'}
+    out = subprocess.run(
+        [str(python), '-W', 'ignore', '-c', code], cwd=project, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_the_wheel_carries_every_config_and_the_model_index(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        shipped = sorted(
+            name.removeprefix('mmpvt/.mim/configs/pvt/')
+            for name in names
+            if name.startswith('mmpvt/.mim/configs/pvt/') and name.endswith('.py')
+        )
+        index = yaml.safe_load(archive.read('mmpvt/.mim/model-index.yml'))
+        metafile = yaml.safe_load(archive.read('mmpvt/.mim/metafile.yml'))
+    assert shipped == CONFIGS
+    assert index == {'Import': ['metafile.yml']}
+    listed = [model['Config'] for model in metafile['Models']]
+    assert listed and all(f'mmpvt/.mim/{config}' in names for config in listed)
+    assert not any(name.startswith('configs/') for name in names)  # no top-level 'configs' package
+
+
+def test_a_user_config_inherits_an_mmpvt_config_from_another_folder(venv_python: Path, tmp_path: Path) -> None:
+    """From an unrelated folder: a two-level chain (relative bases inside the package, mmdet:: bases below)."""
+    (tmp_path / 'my_retinanet.py').write_text(
+        "_base_ = 'mmpvt::pvt/retinanet_pvt_s_fpn_1x_coco.py'\nmodel = dict(bbox_head=dict(num_classes=3))\n"
+    )
+    (tmp_path / 'my_cascade.py').write_text("_base_ = 'mmpvt::pvt/cascade_mask_rcnn_pvtv2_b2_li_fpn_3x_ms_coco.py'\n")
+    code = """
+import json, mmpvt
+from mmengine.config import Config
+from mmengine.config.utils import MODULE2PACKAGE
+MODULE2PACKAGE.setdefault('mmpvt', 'mmpvt')  # the line the README asks for; mmengine has no other way
+retina, cascade = Config.fromfile('my_retinanet.py'), Config.fromfile('my_cascade.py')
+print(json.dumps(dict(
+    mmpvt=mmpvt.__file__,
+    retina=[retina.model.backbone.arch, retina.model.bbox_head.num_classes, retina.optim_wrapper.optimizer.lr,
+            retina.default_scope, retina.custom_imports.imports],
+    cascade=[cascade.model.type, cascade.model.backbone.arch, cascade.optim_wrapper.type, cascade.train_cfg.max_epochs],
+)))
+"""
+    result = run_in_project(venv_python, tmp_path, code)
+    assert Path(result['mmpvt']).is_relative_to(venv_python.parents[1])  # the installed wheel, not the checkout
+    assert result['retina'] == ['small', 3, 1e-4, 'mmdet', ['mmpvt']]
+    assert result['cascade'] == ['CascadeRCNN', 'b2_li', 'AmpOptimWrapper', 36]
+
+
+def test_what_mmengine_refuses(venv_python: Path, tmp_path: Path) -> None:
+    """mmengine 0.10.7: no ``mmpvt::`` before mmpvt is in MODULE2PACKAGE, and never without a folder."""
+    (tmp_path / 'flat.py').write_text("_base_ = 'mmpvt::retinanet_pvt_s_fpn_1x_coco.py'\n")
+    (tmp_path / 'folder.py').write_text("_base_ = 'mmpvt::pvt/retinanet_pvt_s_fpn_1x_coco.py'\n")
+    code = """
+import json
+from mmengine.config import Config
+from mmengine.config.utils import MODULE2PACKAGE
+errors = {}
+def attempt(key, name):
+    try:
+        Config.fromfile(name)
+    except Exception as error:
+        errors[key] = f'{type(error).__name__}: {error}'
+attempt('not registered', 'folder.py')
+MODULE2PACKAGE.setdefault('mmpvt', 'mmpvt')
+attempt('no folder', 'flat.py')
+attempt('registered, with folder', 'folder.py')
+print(json.dumps(errors))
+"""
+    errors = run_in_project(venv_python, tmp_path, code)
+    assert errors['not registered'] == 'AssertionError: mmengine does not support to load mmpvt config.'
+    assert 'please specify the package name and relative config path' in errors['no folder']
+    assert 'registered, with folder' not in errors
