@@ -22,6 +22,8 @@ from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
 from mmdet.utils import register_all_modules
 from mmengine.config import Config
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
 from PIL import Image
 
 from mmpvt.apis import launch
@@ -53,8 +55,41 @@ def logged_losses(work_dir: Path) -> list[float]:
     return [record['loss'] for record in logged_records(work_dir) if 'loss' in record]
 
 
+#: The small config without its Resize, one image per batch: each image reaches the model at its own size.
+UNRESIZED = """
+_base_ = '{base}'
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='PackDetInputs'),
+]
+train_dataloader = dict(batch_size=1, dataset=dict(pipeline=train_pipeline))
+custom_hooks = [dict(type='RecordInputSizesHook')]
+"""
+
+#: (H, W) of every image a training step got, and of the backbone's input in that step (RecordInputSizesHook).
+SIZES: list[tuple[tuple[int, int], tuple[int, int]]] = []
+
+
+@HOOKS.register_module(force=True)
+class RecordInputSizesHook(Hook):
+    """Appends (image size, backbone input size) to SIZES for every training step."""
+
+    def before_train(self, runner) -> None:
+        self.backbone_inputs: list[tuple[int, int]] = []
+        runner.model.backbone.register_forward_pre_hook(lambda _, args: self.backbone_inputs.append(args[0].shape[2:]))
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        (image,) = data_batch['inputs']
+        SIZES.append((tuple(image.shape[1:]), tuple(self.backbone_inputs[-1])))
+
+
 def test_grey_rgba_and_tiny_images_train(coco: Path, tmp_path: Path) -> None:
-    """A grey JPEG, an RGBA PNG and a 16×16 image (below the total stride 32) train like the others."""
+    """A grey JPEG, an RGBA PNG and a 16×16 image (below the total stride 32) train like the others.
+
+    No Resize: the 16×16 image reaches the model as it is, and the detector's data preprocessor pads it to the
+    32×32 the backbone needs.
+    """
     content, paths = train_images(coco)
     Image.open(paths[0]).convert('L').save(paths[0])
     rgba = paths[1].with_suffix('.png')
@@ -74,9 +109,15 @@ def test_grey_rgba_and_tiny_images_train(coco: Path, tmp_path: Path) -> None:
     for path in (paths[0], rgba):  # converted to 3-channel BGR on load
         assert LoadImageFromFile()(dict(img_path=str(path)))['img'].shape == (64, 64, 3)
 
-    train(coco, tmp_path / 'work', max_epochs=2)
+    small = small_config(tmp_path / 'small.py', coco, max_epochs=1)
+    config = tmp_path / 'unresized.py'
+    config.write_text(UNRESIZED.format(base=small))
+    SIZES.clear()
+    launch.train([str(config), '--work-dir', str(tmp_path / 'work')])
     losses = logged_losses(tmp_path / 'work')
     assert len(losses) == 8 and all(math.isfinite(loss) for loss in losses)
+    assert len(SIZES) == 8 and ((16, 16), (32, 32)) in SIZES
+    assert all(backbone == (64, 64) for image, backbone in SIZES if image != (16, 16))
 
 
 def test_image_below_the_stride_is_padded(tmp_path: Path) -> None:
