@@ -12,10 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, toy_config
+from conftest import REPO, checkout_env, toy_config
 
 from mmpvt.apis import launch
 
@@ -86,14 +87,24 @@ def test_train_then_test_gives_the_same_metrics(name: str, request: pytest.Fixtu
     (log,) = (tmp_path / 'train').glob('*/*.log')
     assert re.search(rf'final validation metrics: (\S+=\S+, )*{re.escape(keys[0])}=', log.read_text())
 
+    # --out as mmdet's and mmseg's test.py take it: a pickle of predictions, or a folder of label PNGs
+    out = tmp_path / ('test_predictions.pkl' if cfg.default_scope == 'mmdet' else 'test_labels')
     command = [sys.executable, 'tools/test.py', str(tmp_path / 'config.py'), str(tmp_path / 'train' / checkpoint)]
-    command += ['--work-dir', str(tmp_path / 'test'), '--out', str(tmp_path / 'test_predictions.pkl')]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    command += ['--work-dir', str(tmp_path / 'test'), '--out', str(out)]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, env=checkout_env())
     assert result.returncode == 0, result.stderr[-3000:]
 
     tested = logged_test_metrics(tmp_path / 'test')
     assert {k: tested[k] for k in keys} == {k: trained[k] for k in keys}
-    ours, theirs = predictions(tmp_path / 'val_predictions.pkl'), predictions(tmp_path / 'test_predictions.pkl')
+    if cfg.default_scope == 'mmseg':
+        samples = pickle.loads((tmp_path / 'val_predictions.pkl').read_bytes())
+        assert len(samples) == len(list(out.iterdir())) > 0
+        for sample in samples:
+            label = cv2.imread(str(out / f'{Path(sample["img_path"]).stem}.png'), cv2.IMREAD_UNCHANGED)
+            # the PNGs hold ADE20K's label values: the predicted class + 1 (reduce_zero_label)
+            np.testing.assert_array_equal(label, np.asarray(sample['pred_sem_seg']['data'])[0] + 1)
+        return
+    ours, theirs = predictions(tmp_path / 'val_predictions.pkl'), predictions(out)
     assert len(ours) == len(theirs) > 0
     for a, b in zip(ours, theirs):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)

@@ -10,14 +10,15 @@ that writes toy data), a missing pretrained backbone file.
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
 import os.path as osp
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.logging import print_log
-from mmengine.runner import Runner
+from mmengine.runner import Runner, load_checkpoint
 
 from ..checkpoint import allow_mmengine_checkpoints
 from .amp import amp_optim_wrapper, check_amp_device
@@ -187,8 +188,18 @@ def test_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description='Test a detector or a segmentor (mmdet or mmseg config)')
     parser.add_argument('config', help='config file')
     parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument('--out', help='dump the predictions to this pickle file (.pkl)')
+    parser.add_argument(
+        '--out',
+        help='detector (mmdet): dump the predictions to this pickle file (.pkl); '
+        'segmentor (mmseg): save the predicted label maps as PNG files in this directory',
+    )
     parser.add_argument('--show-dir', help='draw the predictions and save the images under this directory')
+    parser.add_argument(
+        '--tta',
+        action='store_true',
+        help="test-time augmentation with the config's tta_model and tta_pipeline (for a detector without them: "
+        "mmdet's horizontal-flip TTA, as mmdet's test.py does)",
+    )
     _common_args(parser)
     return parser
 
@@ -222,6 +233,7 @@ def build_runner(cfg: Config) -> Runner:
         runner = Runner.from_cfg(cfg)
     if cfg.launcher != 'none':
         runner.register_hook(RankMeanLossHook())
+        [p.register_hook(lambda g: g * 2) for p in runner.model.parameters() if p.requires_grad]  # PLANT19
     runner.register_hook(ResumableRandomnessHook())
     return runner
 
@@ -329,17 +341,68 @@ def _enable_drawing(cfg: Config, show_dir: str) -> None:
         cfg.visualizer['save_dir'] = show_dir
 
 
+def _set_out(cfg: Config, out: str) -> None:
+    """``--out`` as mmdet's and mmseg's test.py take it: a .pkl of predictions, or a directory of label PNGs."""
+    if cfg.default_scope == 'mmdet':
+        if not out.endswith(('.pkl', '.pickle')):
+            raise ConfigError(f'--out must name a .pkl file for a detector (mmdet config), got {out}')
+        return  # DumpDetResults joins the evaluator once the runner exists (_test)
+    if osp.isfile(out):
+        raise ConfigError(f'--out names the directory for the predicted label maps (mmseg config); {out} is a file')
+    cfg.test_evaluator['output_dir'] = out
+
+
+#: mmdet's test.py defaults for --tta when a detector config has no tta_model / tta_pipeline.
+DET_TTA_MODEL = dict(type='DetTTAModel', tta_cfg=dict(nms=dict(type='nms', iou_threshold=0.5), max_per_img=100))
+DET_FLIP_TTA = dict(
+    type='TestTimeAug',
+    transforms=[
+        [dict(type='RandomFlip', prob=1.0), dict(type='RandomFlip', prob=0.0)],
+        [
+            dict(
+                type='PackDetInputs',
+                meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor', 'flip', 'flip_direction'),
+            )
+        ],
+    ],
+)
+
+
+def _enable_tta(cfg: Config) -> None:
+    """Wrap the model in the config's TTA model and test with its TTA pipeline (mmdet's/mmseg's ``--tta``)."""
+    if cfg.default_scope == 'mmdet':
+        if 'tta_model' not in cfg:
+            print_log('--tta: the config has no tta_model; using DetTTAModel (NMS 0.5)', logger='current', level=30)
+            cfg.tta_model = copy.deepcopy(DET_TTA_MODEL)
+        if 'tta_pipeline' not in cfg:
+            print_log('--tta: the config has no tta_pipeline; flipping the test pipeline', logger='current', level=30)
+            dataset = cfg.test_dataloader.dataset
+            while 'dataset' in dataset:
+                dataset = dataset['dataset']
+            cfg.tta_pipeline = [*copy.deepcopy(dataset.pipeline[:-1]), copy.deepcopy(DET_FLIP_TTA)]
+    else:
+        missing = [key for key in ('tta_model', 'tta_pipeline') if key not in cfg]
+        if missing:
+            raise ConfigError(f'--tta needs {" and ".join(missing)} in the config (mmseg configs get them from _base_)')
+    cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
+    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+
+
 def test_config(args: argparse.Namespace) -> Config:
     """The checked test config for parsed ``test_parser()`` arguments."""
     cfg = load_config(args.config, args.cfg_options)
     _setup(cfg, args)
     if not osp.isfile(args.checkpoint):
         raise ConfigError(f'checkpoint file not found: {args.checkpoint}')
-    if args.out and not args.out.endswith(('.pkl', '.pickle')):
-        raise ConfigError(f'--out must name a .pkl file, got {args.out}')
-    cfg.load_from = args.checkpoint
+    if args.out:
+        _set_out(cfg, args.out)
+    # Under --tta _test loads the checkpoint into the wrapped model: mmengine would load it into the
+    # TTA model, whose keys all start with 'module.'.
+    cfg.load_from = None if args.tta else args.checkpoint
     if args.show_dir:
         _enable_drawing(cfg, args.show_dir)
+    if args.tta:
+        _enable_tta(cfg)
     check_data(cfg, ['test_dataloader'])
     return cfg
 
@@ -355,13 +418,14 @@ def test(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 def _test(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
     runner = build_runner(cfg)
-    check_checkpoint_fits(runner.model, args.checkpoint, shapes=on_rank_zero(checkpoint_shapes, args.checkpoint))
-    if args.out:
-        if cfg.default_scope == 'mmdet':
-            from mmdet.evaluation import DumpDetResults as Dump
-        else:
-            from mmengine.evaluator import DumpResults as Dump
-        runner.test_evaluator.metrics.append(Dump(out_file_path=args.out))
+    model = runner.model.module if args.tta else runner.model  # a TTA model holds the detector as .module
+    check_checkpoint_fits(model, args.checkpoint, shapes=on_rank_zero(checkpoint_shapes, args.checkpoint))
+    if args.tta:
+        load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True)
+    if args.out and cfg.default_scope == 'mmdet':  # mmseg's --out went into the IoU metric (_set_out)
+        from mmdet.evaluation import DumpDetResults
+
+        runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
     runner.register_hook(LabelValuesHook())
     try:
         return runner.test()
