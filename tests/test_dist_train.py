@@ -1,5 +1,7 @@
-"""tools/dist_train.sh with 2 CPU processes (gloo) trains, saves a checkpoint, and logs on its
-first iteration the same loss as a 1-process run with the same total batch and seed.
+"""tools/dist_train.sh with 2 CPU processes (gloo) trains, saves checkpoints, logs the losses of a
+1-process run with the same total batch and seed, and takes the same optimizer steps: DDP averages
+the two halves' gradients (plain SGD, no momentum, constant lr: a step is -lr times the gradient, so
+summed gradients would make it twice as long; an Adam-like optimizer would hide that).
 
 What makes the two runs comparable: the same seed (so the same initial weights, and the same
 sampler permutation: the 2 ranks take its items 0, 2 and 1, 3, the single process items 0..3),
@@ -11,14 +13,16 @@ fixed number of pixels per image, and logged losses averaged over ranks (RankMea
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY, TOY_CONFIGS
+import torch
+from conftest import REPO, TINY, TOY_CONFIGS, checkout_env
+
+from mmpvt.checkpoint import load_file
 
 pytestmark = pytest.mark.slow
 
@@ -35,12 +39,14 @@ model = dict(
     backbone=dict(drop_path_rate=0.0),
     decode_head=dict(dropout_ratio=0.0, norm_cfg=dict(type='GN', num_groups=32, requires_grad=True)),
 )
+optim_wrapper = dict(_delete_=True, type='OptimWrapper', optimizer=dict(type='SGD', lr=0.01, momentum=0.0))
+param_scheduler = []
 loader = dict(num_workers=0, persistent_workers=False, dataset=dict(data_root=data_root, pipeline=pipeline))
 train_dataloader = dict(batch_size={batch_size}, **loader)
 val_dataloader = dict(batch_size=2, **loader)
 test_dataloader = val_dataloader
 train_cfg = dict(max_iters=2, val_interval=1000)
-default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=2))
+default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1))
 randomness = dict(seed=0)
 """
 
@@ -65,8 +71,12 @@ def logged_losses(work_dir: Path) -> dict[int, float]:
     return {r['iter']: r['loss'] for r in records if 'loss' in r}
 
 
+def weights(checkpoint: Path) -> dict[str, torch.Tensor]:
+    return {k: v.float() for k, v in load_file(checkpoint)['state_dict'].items() if v.is_floating_point()}
+
+
 def run(command: list[str], **env: str) -> None:
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, **env})
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, env=checkout_env(**env))
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
 
 
@@ -82,9 +92,18 @@ def test_two_cpu_processes_log_the_loss_of_one(toy_ade: Path, tmp_path: Path) ->
         OMP_NUM_THREADS='1',
     )
 
-    assert (tmp_path / 'double' / 'iter_2.pth').is_file()
     one, two = logged_losses(tmp_path / 'single'), logged_losses(tmp_path / 'double')
     assert 1 in one and 1 in two
     assert two[1] == pytest.approx(one[1], abs=1e-4)
-    # DDP averaged the two halves' gradients into the single process's update
     assert two[2] == pytest.approx(one[2], abs=1e-4)
+    # DDP averaged the two halves' gradients into the single process's update: the same second step
+    single = [weights(tmp_path / 'single' / f'iter_{i}.pth') for i in (1, 2)]
+    double = [weights(tmp_path / 'double' / f'iter_{i}.pth') for i in (1, 2)]
+    assert single[0].keys() == double[0].keys()
+    moved = 0
+    for key, before in single[0].items():
+        step = single[1][key] - before
+        torch.testing.assert_close(double[0][key], before, rtol=0, atol=1e-3 * step.abs().max() + 1e-7, msg=key)
+        torch.testing.assert_close(double[1][key] - double[0][key], step, rtol=0.02, atol=1e-7, msg=key)
+        moved += bool(step.abs().max() > 1e-5)
+    assert moved > len(single[0]) // 2  # the steps are long enough to tell a sum from a mean
