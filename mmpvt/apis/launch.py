@@ -233,7 +233,6 @@ def build_runner(cfg: Config) -> Runner:
         runner = Runner.from_cfg(cfg)
     if cfg.launcher != 'none':
         runner.register_hook(RankMeanLossHook())
-        [p.register_hook(lambda g: g * 2) for p in runner.model.parameters() if p.requires_grad]  # PLANT19
     runner.register_hook(ResumableRandomnessHook())
     return runner
 
