@@ -59,8 +59,8 @@ def test_tools_import_this_checkout(decoy: Path, tmp_path: Path) -> None:
 
 
 #: test file -> how many of its subprocesses may inherit this process's environment as it is: they import no mmpvt
-#: (hadolint; pip check) or must not get the checkout (the decoy's sanity check above)
-WITHOUT_ENV = {'test_docker.py': 1, 'test_setup_env.py': 1, 'test_subprocess_env.py': 1}
+#: (hadolint; pip check; building and installing the wheel) or must not get the checkout (the decoy's sanity check)
+WITHOUT_ENV = {'test_docker.py': 1, 'test_packaging.py': 3, 'test_setup_env.py': 1, 'test_subprocess_env.py': 1}
 
 
 def test_every_subprocess_of_the_tests_gets_an_environment() -> None:
