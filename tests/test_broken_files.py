@@ -101,7 +101,7 @@ def test_truncated_annotation_file(coco: Path, tmp_path: Path) -> None:
     path = coco / TRAIN_JSON
     text = path.read_bytes()
     path.write_bytes(text[: len(text) // 2])
-    train_coco(coco, tmp_path, f'{path} is not valid JSON', 'line 1, column', 'probably truncated', '"images"')
+    train_coco(coco, tmp_path, f'{path} is not valid JSON at line 1, column', 'probably truncated', '"images"')
 
 
 def first_box(content: dict, box: list[float]) -> None:
@@ -129,6 +129,10 @@ BROKEN_COCO = {
     'unknown_category': (
         lambda c: c['annotations'][0].update(category_id=99),
         ['annotations[0] (id 1, image_id 1) has category_id 99, which is not in "categories"; expected one of [1, 2'],
+    ),
+    'repeated_annotation_id': (
+        lambda c: c['annotations'][1].update(id=1),
+        ['annotations[1] (id 1, image_id 1) repeats the id of an earlier annotation'],
     ),
     'unknown_image': (
         lambda c: c['annotations'][0].update(image_id=999),
@@ -250,6 +254,17 @@ def test_truncated_checkpoint_under_test(coco: Path, checkpoint: tuple[Path, Pat
     assert hashes(coco, config, path) == before
 
 
+def test_truncated_load_from(coco: Path, checkpoint: tuple[Path, Path], tmp_path: Path) -> None:
+    config, path = checkpoint
+    path.write_bytes(path.read_bytes()[:4000])
+    with config.open('a') as f:
+        f.write(f"load_from = '{path}'\n")
+    before = hashes(coco, config, path)
+    result = run_tool('train.py', config, '--work-dir', tmp_path / 'work')
+    assert_refused(result, f'load_from: cannot read checkpoint {path}: the file is truncated or corrupt')
+    assert hashes(coco, config, path) == before
+
+
 @pytest.mark.parametrize('kind', ['truncated', 'another_model'])
 def test_broken_pretrained_file(coco: Path, tmp_path: Path, kind: str) -> None:
     pretrained = tmp_path / 'pvt_tiny.pth'
@@ -295,3 +310,25 @@ def test_missing_base_config(tmp_path: Path) -> None:
     before = hashes(tmp_path)
     assert_refused(run_tool('train.py', config), f'{config}: file not found: ', 'retinanet_base.py')
     assert hashes(tmp_path) == before
+
+
+def test_annotation_files_are_parsed_once_per_version(
+    coco: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file that passed is not parsed again until it changes (COCO train2017 costs ~28 s to check)."""
+    from mmengine.config import Config
+
+    from mmpvt.apis import checks
+
+    parsed = []
+    monkeypatch.setattr(checks, 'PASSED_FILES', str(tmp_path / 'cache' / 'checked_files.json'))
+    monkeypatch.setattr(checks, 'check_coco_file', lambda path: parsed.append(path))
+    cfg = Config.fromfile(str(small_config(tmp_path / 'cfg.py', coco)))
+    loaders = ('train_dataloader', 'val_dataloader')
+    checks.check_annotation_files(cfg, loaders)
+    assert sorted(parsed) == sorted(str(coco / f'annotations/instances_{s}2017.json') for s in ('train', 'val'))
+    checks.check_annotation_files(cfg, loaders)
+    assert len(parsed) == 2
+    edit_json(coco / TRAIN_JSON, lambda c: c['images'][0].update(height=65))
+    checks.check_annotation_files(cfg, loaders)
+    assert parsed[2:] == [str(coco / TRAIN_JSON)]

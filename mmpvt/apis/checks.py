@@ -422,7 +422,7 @@ def _read_json(path: str) -> Any:
         size = len(text)
         truncated = not text.rstrip().endswith((b'}', b']'))  # it ran out of text
         raise ConfigError(
-            f'{path} is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno} (byte {err.pos} of {size})'
+            f'{path} is not valid JSON at line {err.lineno}, column {err.colno} (byte {err.pos} of {size}): {err.msg}'
             + ('; the file ends in the middle: it is probably truncated (an interrupted copy or download)' * truncated)
             + '. Expected a COCO annotation file: a JSON object with "images", "annotations" and "categories"'
         ) from err
@@ -472,16 +472,19 @@ def _check_box(report: _CocoFile, index: int, ann: Mapping[str, Any], image: Map
         report.outside.append(f'{where} bbox {box} in a {width}×{height} image')
 
 
-def check_coco_file(path: str) -> None:
+def check_coco_file(path: str) -> str | None:
     """Check that a COCO annotation file is what mmdet's ``CocoDataset`` needs, naming the entry that is not.
 
     Refused: text that is not JSON (a truncated file); a missing ``images`` or ``categories``
     list; entries without the keys mmdet reads (:data:`COCO_KEYS`); images of no positive
     size; boxes that are not four numbers, of negative width or height, or wholly outside
     their image; annotations of an image or a category id the file does not list (mmdet
-    would drop the last three silently). Boxes reaching more than :data:`BOX_TOLERANCE`
+    would drop the last three silently); repeated annotation ids. Boxes reaching more than :data:`BOX_TOLERANCE`
     pixels past the border are warned about and trained on: mmdet clips them, and COCO's
     own boxes overshoot by rounding. ``annotations`` may be absent (test-dev image lists).
+
+    Returns:
+        The warning about boxes past the border, if any (also logged).
 
     Raises:
         ConfigError: the file and the first broken entry, with what was expected.
@@ -502,7 +505,14 @@ def check_coco_file(path: str) -> None:
                 f'{image["height"]!r}; expected positive sizes in pixels'
             )
     report.refuse()
+    seen: set[Any] = set()
     for index, ann in enumerate(_check_entries(report, content, 'annotations')):
+        if ann['id'] in seen:
+            report.errors.append(
+                f'{report.entry("annotations", index, ann)} repeats the id of an earlier annotation; '
+                'expected unique annotation ids'
+            )
+        seen.add(ann['id'])
         if ann['image_id'] not in images:
             report.errors.append(f'{report.entry("annotations", index, ann)} names an image id that "images" lacks')
         elif ann['category_id'] not in categories:
@@ -513,13 +523,14 @@ def check_coco_file(path: str) -> None:
         else:
             _check_box(report, index, ann, images[ann['image_id']])
     report.refuse()
-    if report.outside:
-        print_log(
-            f'{path}: {len(report.outside)} box(es) reach more than {BOX_TOLERANCE:g} pixel past their image, '
-            f'first {report.outside[0]}; mmdet clips them to the image (training goes on)',
-            logger='current',
-            level=logging.WARNING,
-        )
+    if not report.outside:
+        return None
+    warning = (
+        f'{path}: {len(report.outside)} box(es) reach more than {BOX_TOLERANCE:g} pixel past their image, '
+        f'first {report.outside[0]}; mmdet clips them to the image (training goes on)'
+    )
+    print_log(warning, logger='current', level=logging.WARNING)
+    return warning
 
 
 def _dataset_cfgs(cfg: Any) -> list[Mapping[str, Any]]:
@@ -552,10 +563,46 @@ def coco_files(cfg: Config, loaders: tuple[str, ...]) -> list[str]:
     return list({osp.realpath(f): f for f in local}.values())
 
 
+#: Where :func:`check_annotation_files` remembers the files that passed, so that a file is parsed once, not every run.
+PASSED_FILES = osp.join(os.environ.get('XDG_CACHE_HOME') or osp.expanduser('~/.cache'), 'mmpvt', 'checked_files.json')
+
+
+def _passed_files() -> dict[str, Any]:
+    try:
+        with open(PASSED_FILES) as f:
+            passed = json.load(f)
+        return passed if isinstance(passed, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
 def check_annotation_files(cfg: Config, loaders: tuple[str, ...]) -> None:
-    """:func:`check_coco_file` for every COCO annotation file of ``loaders`` (see docs/reliability.md for the cost)."""
+    """:func:`check_coco_file` for every COCO annotation file of ``loaders``, once per version of a file.
+
+    Parsing COCO train2017's 448 MB costs about as long as mmdet's own parse of it (see
+    docs/reliability.md), so a file that passed is remembered by path, size and modification
+    time in :data:`PASSED_FILES` (its warning, if any, is logged again); a changed file is checked again.
+    """
+    passed = _passed_files()
+    changed = False
     for path in coco_files(cfg, loaders):
-        check_coco_file(path)
+        status = os.stat(path)
+        key = f'{osp.realpath(path)}:{status.st_size}:{status.st_mtime_ns}'
+        if key in passed:
+            if passed[key]:
+                print_log(passed[key], logger='current', level=logging.WARNING)
+            continue
+        passed[key] = check_coco_file(path) or ''
+        changed = True
+    if changed:
+        try:
+            os.makedirs(osp.dirname(PASSED_FILES), exist_ok=True)
+            temporary = f'{PASSED_FILES}.{os.getpid()}.tmp'
+            with open(temporary, 'w') as f:
+                json.dump(dict(list(passed.items())[-200:]), f)  # the latest 200 files
+            os.replace(temporary, PASSED_FILES)  # whole or absent when runs start side by side
+        except OSError:
+            pass  # only a cache: the next run checks again
 
 
 def check_seg_labels(model: nn.Module, data_batch: Any) -> None:
@@ -617,7 +664,9 @@ def explain_config_error(path: str, err: Exception) -> ConfigError:
             'config file (fix the line, or the one before it)'
         )
     if isinstance(err, FileNotFoundError) and err.filename:
-        return ConfigError(f'{path}: file not found: {err.filename} (a _base_ or a file the config reads)')
+        return ConfigError(
+            f'{path}: file not found: {osp.normpath(err.filename)} (a _base_ or a file the config reads)'
+        )
     return ConfigError(f'cannot read config {path}: {type(err).__name__}: {err}')
 
 
@@ -649,8 +698,9 @@ def explain_failure(cfg: Config, err: Exception, loaders: tuple[str, ...]) -> Co
     """A message naming the file for an error the Runner met, or None when it is not about a file.
 
     Covers an image OpenCV cannot decode (mmcv's ``failed to load image: PATH``), a backbone
-    ``Pretrained`` file that is unreadable or of another model (mmpvt's loader names it),
-    and an annotation file mmdet could not parse (found again by :func:`check_annotation_files`).
+    ``Pretrained`` file that is unreadable or of another model (mmpvt's loader names it), an
+    unreadable ``load_from`` checkpoint, and an annotation file mmdet could not parse (found
+    again by :func:`check_annotation_files`). The files are only looked at once the run failed.
     """
     unreadable = re.search(r'failed to load image: (\S+)', str(err))
     if isinstance(err, AssertionError) and unreadable:
@@ -663,6 +713,12 @@ def explain_failure(cfg: Config, err: Exception, loaders: tuple[str, ...]) -> Co
         path = item.get('checkpoint') if item.get('type') == 'Pretrained' else None
         if isinstance(err, ValueError | FileNotFoundError) and path and str(path) in str(err):
             return ConfigError(f'model.backbone.init_cfg (Pretrained): {err}')
+    load_from = cfg.get('load_from')
+    if isinstance(load_from, str) and '://' not in load_from and osp.isfile(load_from):
+        try:
+            checkpoint_shapes(load_from)  # the index only
+        except ConfigError as found:
+            return ConfigError(f'load_from: {found}')
     if isinstance(err, ValueError | KeyError | TypeError | IndexError):  # JSONDecodeError is a ValueError
         try:
             check_annotation_files(cfg, loaders)

@@ -6,6 +6,14 @@ like mmdet's, so ``get_data_info`` unpickles each entry as in a real run); times
 counts the ``stat`` calls. On a network file system (Lustre, NFS) each ``stat`` is a
 metadata request: multiply the count by its latency there.
 
+COCO annotation check (``--coco``): a synthetic annotation file of train2017's size (118,287 images,
+860,001 annotations with 24-point polygons: about COCO's 448 MB); times
+:func:`~mmpvt.apis.checks.check_coco_file` (parse and walk) against pycocotools' ``COCO(path)`` alone
+(what mmdet's dataset does with the same file before its own per-image parsing).
+
+Label-map check (``--label-maps N``): N pairs of a 683×512 JPEG and its PNG label map (ADE20K's
+training set is 20,210); times :func:`~mmpvt.apis.checks.check_label_map` (both headers) over all of them, warm.
+
 Checkpoint reads (``--checkpoint-mb``): the bytes a resume's checks read from the disk for one
 checkpoint, the file dropped from the page cache first (/proc/self/io ``read_bytes``):
 :func:`~mmpvt.checkpoint.load_file` (what each check did before) against
@@ -13,11 +21,14 @@ checkpoint, the file dropped from the page cache first (/proc/self/io ``read_byt
 
     python tools/analysis/check_cost.py                   # 118287 images
     python tools/analysis/check_cost.py --images 5000 --checkpoint-mb 150
+    python tools/analysis/check_cost.py --images 0 --coco --label-maps 20210
 """
 
 from __future__ import annotations
 
 import argparse
+import io
+import json
 import os
 import os.path as osp
 import tempfile
@@ -26,15 +37,18 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import torch
 from mmengine.config import Config
 from mmengine.dataset import BaseDataset
+from PIL import Image
 
 from mmpvt.apis import checks
-from mmpvt.apis.checks import check_image_files, checkpoint_shapes
+from mmpvt.apis.checks import check_coco_file, check_image_files, check_label_map, checkpoint_shapes
 from mmpvt.checkpoint import load_file
 
 COCO_TRAIN_IMAGES = 118_287
+COCO_TRAIN_ANNOTATIONS = 860_001
 
 
 class ImageList(BaseDataset):
@@ -78,6 +92,66 @@ def image_check_cost(count: int, folder: str) -> dict[str, float]:
     return dict(seconds=seconds, stats=stats, walk_seconds=walk)
 
 
+def coco_check_cost(folder: str, images: int = COCO_TRAIN_IMAGES, annotations: int = COCO_TRAIN_ANNOTATIONS) -> dict:
+    """Seconds of check_coco_file and of pycocotools' COCO() on a synthetic file of COCO train2017's shape."""
+    from pycocotools.coco import COCO
+
+    rng = np.random.default_rng(0)
+    path = osp.join(folder, 'instances_train2017.json')
+    polygon = [round(float(v), 2) for v in rng.uniform(0, 400, 48)]
+    content = dict(
+        images=[dict(id=i, file_name=f'{i:012d}.jpg', height=480, width=640) for i in range(1, images + 1)],
+        annotations=[
+            dict(
+                id=i,
+                image_id=1 + i % images,
+                category_id=1 + i % 80,
+                bbox=[10.5, 20.25, 100.0, 80.5],
+                area=8050.0,
+                segmentation=[polygon],
+                iscrowd=0,
+            )
+            for i in range(1, annotations + 1)
+        ],
+        categories=[dict(id=i, name=f'class{i}', supercategory='thing') for i in range(1, 81)],
+    )
+    with open(path, 'w') as f:
+        json.dump(content, f)
+    del content
+    check_coco_file(path)  # warm the page cache
+    start = time.perf_counter()
+    check_coco_file(path)
+    check = time.perf_counter() - start
+    start = time.perf_counter()
+    COCO(path)
+    cocoapi = time.perf_counter() - start
+    return dict(megabytes=osp.getsize(path) / 2**20, seconds=check, cocoapi_seconds=cocoapi)
+
+
+def label_map_cost(folder: str, pairs: int) -> dict:
+    """Seconds of check_label_map over ``pairs`` image / label-map pairs (warm), and of one stat per file."""
+    rng = np.random.default_rng(0)
+    jpeg, png = io.BytesIO(), io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (512, 683, 3), dtype=np.uint8)).save(jpeg, 'JPEG')
+    Image.fromarray(rng.integers(0, 151, (512, 683), dtype=np.uint8)).save(png, 'PNG')
+    paths = [(osp.join(folder, f'{i}.jpg'), osp.join(folder, f'{i}.png')) for i in range(pairs)]
+    for image, label in paths:
+        with open(image, 'wb') as f:
+            f.write(jpeg.getvalue())
+        with open(label, 'wb') as f:
+            f.write(png.getvalue())
+    for pair in paths:  # warm
+        check_label_map(*pair)
+    start = time.perf_counter()
+    for pair in paths:
+        check_label_map(*pair)
+    headers = time.perf_counter() - start
+    start = time.perf_counter()
+    for image, label in paths:
+        os.stat(image), os.stat(label)
+    return dict(seconds=headers, stat_seconds=time.perf_counter() - start)
+
+
 def disk_bytes(fn: Callable[[str], Any], path: str) -> int:
     """Bytes ``fn(path)`` reads from the disk, ``path`` dropped from the page cache first."""
     fd = os.open(path, os.O_RDONLY)
@@ -114,13 +188,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--images', type=int, default=COCO_TRAIN_IMAGES, help='image entries to check')
     parser.add_argument('--checkpoint-mb', type=int, default=0, help='also measure a checkpoint of this size')
+    parser.add_argument('--coco', action='store_true', help='also time check_coco_file on a train2017-sized file')
+    parser.add_argument('--label-maps', type=int, default=0, help='also time check_label_map over this many pairs')
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        cost = image_check_cost(args.images, folder)
-    print(
-        f'check_image_files, {args.images} images (warm metadata cache): {cost["seconds"]:.2f} s, '
-        f'{cost["stats"]} stat calls; of which walking the dataset entries: {cost["walk_seconds"]:.2f} s'
-    )
+    if args.images:
+        with tempfile.TemporaryDirectory() as folder:
+            cost = image_check_cost(args.images, folder)
+        print(
+            f'check_image_files, {args.images} images (warm metadata cache): {cost["seconds"]:.2f} s, '
+            f'{cost["stats"]} stat calls; of which walking the dataset entries: {cost["walk_seconds"]:.2f} s'
+        )
+    if args.coco:
+        with tempfile.TemporaryDirectory(dir='.') as folder:
+            cost = coco_check_cost(folder)
+        print(
+            f'check_coco_file, {COCO_TRAIN_IMAGES} images and {COCO_TRAIN_ANNOTATIONS} annotations '
+            f'({cost["megabytes"]:.0f} MB, warm page cache): {cost["seconds"]:.2f} s; '
+            f"pycocotools' COCO() on the same file: {cost['cocoapi_seconds']:.2f} s"
+        )
+    if args.label_maps:
+        with tempfile.TemporaryDirectory(dir='.') as folder:
+            cost = label_map_cost(folder, args.label_maps)
+        print(
+            f'check_label_map, {args.label_maps} image / label-map pairs (warm): {cost["seconds"]:.2f} s; '
+            f'one stat per file instead: {cost["stat_seconds"]:.2f} s'
+        )
     if args.checkpoint_mb:
         with tempfile.TemporaryDirectory(dir='.') as folder:  # on the disk, not a tmpfs
             cost = checkpoint_cost(args.checkpoint_mb, folder)
