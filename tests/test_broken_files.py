@@ -185,6 +185,12 @@ def test_colour_label_map(ade: Path, tmp_path: Path) -> None:
     train_ade(ade, tmp_path, f'label map {label} is a RGB image; expected an 8-bit single-channel PNG (mode L or P)')
 
 
+def test_corrupt_label_map(ade: Path, tmp_path: Path) -> None:
+    label = ade / ADE_LABELS / 'ADE_train_00000004.png'
+    label.write_bytes(np.random.default_rng(0).bytes(3000))
+    train_ade(ade, tmp_path, f'cannot decode image {label}: the file is corrupt or not an image')
+
+
 def test_label_values_beyond_the_classes(ade: Path, tmp_path: Path) -> None:
     """200 is no ADE20K class (1..150) and not the ignore index 255; 255 itself is fine."""
     label = ade / ADE_LABELS / 'ADE_train_00000005.png'
@@ -301,6 +307,14 @@ def test_base_config_with_a_syntax_error(tmp_path: Path) -> None:
     base.write_text('default_scope = "mmdet"\nmodel = dict(type="X",, y=1)\n')
     before = hashes(tmp_path)
     assert_refused(run_tool('train.py', config), f'{base}, line 2: ', 'model = dict(type="X",, y=1)')
+    assert hashes(tmp_path) == before
+
+
+def test_config_raising_an_error(tmp_path: Path) -> None:
+    config = tmp_path / 'cfg.py'
+    config.write_text("default_scope = 'mmdet'\nmodel = dict(type=retinanet)\n")
+    before = hashes(tmp_path)
+    assert_refused(run_tool('train.py', config), f"cannot read config {config}: NameError: name 'retinanet' is not")
     assert hashes(tmp_path) == before
 
 
