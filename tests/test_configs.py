@@ -52,9 +52,12 @@ def neck_in_channels(cfg: Config) -> list[int]:
 
 
 def test_the_expected_configs_exist() -> None:
-    """The 16 v1 configs and the 21 v2 ones are all there, and nothing else at the top level."""
-    assert len(VARIANTS) == 16 + 21
-    assert sorted(p.stem for p in CONFIGS if p.parent == CONFIG_DIR) == sorted(VARIANTS)
+    """The 16 v1 configs, the 21 v2 ones and the 19 of the release's other detectors (and beyond,
+    tests/test_release_configs.py) are all there, and nothing else at the top level."""
+    from test_release_configs import RECIPES as RELEASE_RECIPES
+
+    assert len(VARIANTS) == 16 + 21 and len(RELEASE_RECIPES) == 19
+    assert sorted(p.stem for p in CONFIGS if p.parent == CONFIG_DIR) == sorted([*VARIANTS, *RELEASE_RECIPES])
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=[str(p.relative_to(CONFIG_DIR)) for p in CONFIGS])
@@ -67,7 +70,9 @@ def test_config_builds_and_neck_fits_backbone(path: Path) -> None:
     backbone = model.backbone
     assert isinstance(backbone, mmpvt.PVT)
     assert neck_in_channels(cfg) == list(backbone.out_channels)
-    assert backbone.out_strides == (4, 8, 16, 32)
+    # the pyramid's strides for the stages the head takes (all four; DINO three, DETR the last)
+    assert backbone.out_strides == tuple((4, 8, 16, 32)[i] for i in backbone.out_indices)
+    assert backbone.out_indices == ((3,) if 'detr' in path.stem else (1, 2, 3) if 'dino' in path.stem else (0, 1, 2, 3))
     if path.stem in RECIPES:  # stochastic depth rises linearly from 0 to the recipe's drop_path_rate
         drop_path_rate = RECIPES[path.stem][-1]
         assert backbone.stages[0].blocks[0].drop_path.drop_prob == 0.0
