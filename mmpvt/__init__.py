@@ -8,8 +8,13 @@ all any OpenMMLab tool needs, ours or mmdet's and mmseg's own ``tools/train.py``
 * torch's weights-only unpickler is allowed exactly the types mmengine's checkpoints carry
   (:data:`mmpvt.checkpoint.MMENGINE_SAFE_GLOBALS`), so that mmengine 0.10's plain ``torch.load``
   of a training checkpoint (``test.py``, ``--resume``) works on torch >= 2.6 with safe loading on;
-* the hooks, file backend and optim wrapper of :mod:`mmpvt.engine` can be named in a config.
+* the hooks, file backend and optim wrapper of :mod:`mmpvt.engine` can be named in a config;
+* configs read after ``import mmpvt`` may inherit the installed package's configs with
+  ``_base_ = 'mmpvt::pvt/<name>.py'`` (mmengine 0.10 resolves ``pkg::`` only for the packages of its
+  ``MODULE2PACKAGE`` table, which has no API to extend it, so mmpvt adds its entry).
 """
+
+from mmengine.config.utils import MODULE2PACKAGE
 
 from .checkpoint import allow_mmengine_checkpoints
 from .layers import SpatialReductionAttention, sra_macs
@@ -19,6 +24,7 @@ from .version import __version__
 # Here, not beside the backbone's registration: every import of mmpvt (custom_imports, mmengine's
 # lazy import of mmpvt.models for type='mmpvt.PVT', a script's own import) runs this file first.
 allow_mmengine_checkpoints()
+MODULE2PACKAGE.setdefault('mmpvt', 'mmpvt')
 
 from . import engine  # noqa: E402  (registers what configs can name; needs the models above)
 

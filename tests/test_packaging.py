@@ -86,10 +86,8 @@ def test_a_user_config_inherits_an_mmpvt_config_from_another_folder(venv_python:
     )
     (tmp_path / 'my_cascade.py').write_text("_base_ = 'mmpvt::pvt/cascade_mask_rcnn_pvtv2_b2_li_fpn_3x_ms_coco.py'\n")
     code = """
-import json, mmpvt
+import json, mmpvt  # adds mmpvt to mmengine's MODULE2PACKAGE
 from mmengine.config import Config
-from mmengine.config.utils import MODULE2PACKAGE
-MODULE2PACKAGE.setdefault('mmpvt', 'mmpvt')  # the line the README asks for; mmengine has no other way
 retina, cascade = Config.fromfile('my_retinanet.py'), Config.fromfile('my_cascade.py')
 print(json.dumps(dict(
     mmpvt=mmpvt.__file__,
