@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.registry import DefaultScope
 
 from mmpvt.apis import make_toy_ade, make_toy_coco
 
@@ -44,6 +45,22 @@ def toy_coco(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def toy_ade(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny toy ADE20K: 8 training and 4 validation images of 64x64 pixels."""
     return make_toy_ade(tmp_path_factory.mktemp('toy_ade'), num_train=8, num_val=4, size=TINY)
+
+
+@pytest.fixture(autouse=True)
+def default_scope_as_before() -> Iterator[None]:
+    """Each test leaves mmengine's default scope as it found it.
+
+    A Runner built in-process (launch.train, the learning test) makes its scope, say ``mmseg``, the
+    current one for the rest of the process; a later ``mmdet.registry.MODELS.build`` then looks in
+    mmseg's registry and fails. mmengine has no API to drop a scope, so its instance table is restored.
+    """
+    saved = list(DefaultScope._instance_dict.items())
+    try:
+        yield
+    finally:
+        DefaultScope._instance_dict.clear()
+        DefaultScope._instance_dict.update(saved)
 
 
 @pytest.fixture

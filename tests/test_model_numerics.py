@@ -183,7 +183,10 @@ def test_loading_an_mmdet_checkpoint_says_how_to_match_its_numerics(tmp_path) ->
     records: list[logging.LogRecord] = []
     handler = logging.Handler(logging.WARNING)
     handler.emit = records.append
-    logger = MMLogger.get_current_instance()
+    # a logger of its own: print_log(logger='current') writes to the newest one, and earlier tests may
+    # have raised the level of theirs
+    logger = MMLogger.get_instance(f'mmdet_numerics_{tmp_path.name}', log_level='WARNING')
+    assert MMLogger.get_current_instance() is logger
     logger.addHandler(handler)
     try:
         for eps, warned in ((1e-5, True), (1e-6, False)):
