@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import datetime
+import importlib.util
 import os
 import socket
 import weakref
@@ -25,7 +26,7 @@ import pytest
 import torch
 import torch.distributed as torch_dist
 import torch.multiprocessing as mp
-from conftest import TOY_CONFIGS, small_config
+from conftest import REPO, TOY_CONFIGS, small_config
 from mmdet.registry import MODELS
 from mmdet.utils import register_all_modules
 from mmengine.config import Config
@@ -181,21 +182,11 @@ def save_training_checkpoint(path: Path, megabytes: int = 8) -> int:
 
 
 def bytes_read_from_disk(fn: Any, path: Path) -> int:
-    """What ``fn(path)`` read from the disk (/proc/self/io read_bytes), the file first dropped from the page cache."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
-
-    def read_bytes() -> int:
-        with open('/proc/self/io') as f:
-            return int(next(line for line in f if line.startswith('read_bytes:')).split()[1])
-
-    before = read_bytes()
-    fn(str(path))
-    return read_bytes() - before
+    """What ``fn(path)`` read from the disk: tools/analysis/check_cost.py's measurement (page cache dropped first)."""
+    spec = importlib.util.spec_from_file_location('check_cost', REPO / 'tools' / 'analysis' / 'check_cost.py')
+    check_cost = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check_cost)
+    return check_cost.disk_bytes(fn, str(path))
 
 
 def test_checkpoint_checks_read_the_index_not_the_tensors(tmp_path: Path) -> None:
