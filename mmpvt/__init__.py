@@ -1,7 +1,8 @@
 """mmpvt: Pyramid Vision Transformer backbones for OpenMMLab.
 
-Importing the package (what a config's ``custom_imports = dict(imports=['mmpvt'])`` does) is
-all any OpenMMLab tool needs, ours or mmdet's and mmseg's own ``tools/train.py`` and ``tools/test.py``:
+The core (:mod:`mmpvt.layers`, :class:`PyramidVisionTransformer`) needs torch alone. Where mmengine is
+installed, importing the package (what a config's ``custom_imports = dict(imports=['mmpvt'])`` does) is
+also all any OpenMMLab tool needs, ours or mmdet's and mmseg's own ``tools/train.py`` and ``tools/test.py``:
 
 * ``PVT``, ``PVTv2`` and ``SpatialReductionAttention`` are registered in mmpvt's registry and in
   mmdet's and mmseg's when they are installed;
@@ -14,27 +15,23 @@ all any OpenMMLab tool needs, ours or mmdet's and mmseg's own ``tools/train.py``
   ``MODULE2PACKAGE`` table, which has no API to extend it, so mmpvt adds its entry).
 """
 
-from mmengine.config.utils import MODULE2PACKAGE
+from importlib.util import find_spec
 
-from .checkpoint import allow_mmengine_checkpoints
 from .layers import SpatialReductionAttention, sra_macs
-from .models import ARCH_SETTINGS, PVT, PVTv2, PyramidVisionTransformer
+from .models import ARCH_SETTINGS, PyramidVisionTransformer
 from .version import __version__
+
+__all__ = ['ARCH_SETTINGS', 'PyramidVisionTransformer', 'SpatialReductionAttention', '__version__', 'sra_macs']
 
 # Here, not beside the backbone's registration: every import of mmpvt (custom_imports, mmengine's
 # lazy import of mmpvt.models for type='mmpvt.PVT', a script's own import) runs this file first.
-allow_mmengine_checkpoints()
-MODULE2PACKAGE.setdefault('mmpvt', 'mmpvt')
+if find_spec('mmengine') is not None:
+    from mmengine.config.utils import MODULE2PACKAGE
 
-from . import engine  # noqa: E402  (registers what configs can name; needs the models above)
+    from . import engine  # registers what configs can name
+    from .checkpoint import allow_mmengine_checkpoints
+    from .models import PVT, PVTv2  # registers the models
 
-__all__ = [
-    'ARCH_SETTINGS',
-    'PVT',
-    'PVTv2',
-    'PyramidVisionTransformer',
-    'SpatialReductionAttention',
-    '__version__',
-    'engine',
-    'sra_macs',
-]
+    allow_mmengine_checkpoints()
+    MODULE2PACKAGE.setdefault('mmpvt', 'mmpvt')
+    __all__ += ['PVT', 'PVTv2', 'engine']
