@@ -5,7 +5,8 @@ installed, importing the package (what a config's ``custom_imports = dict(import
 also all any OpenMMLab tool needs, ours or mmdet's and mmseg's own ``tools/train.py`` and ``tools/test.py``:
 
 * ``PVT``, ``PVTv2`` and ``SpatialReductionAttention`` are registered in mmpvt's registry and in
-  mmdet's and mmseg's when they are installed;
+  mmengine's root registry, where mmdet's and mmseg's registries find them (:mod:`mmpvt.registry`);
+  neither library is imported;
 * torch's weights-only unpickler is allowed exactly the types mmengine's checkpoints carry
   (:data:`mmpvt.checkpoint.MMENGINE_SAFE_GLOBALS`), so that mmengine 0.10's plain ``torch.load``
   of a training checkpoint (``test.py``, ``--resume``) works on torch >= 2.6 with safe loading on;
@@ -24,7 +25,7 @@ from .version import __version__
 __all__ = ['ARCH_SETTINGS', 'PyramidVisionTransformer', 'SpatialReductionAttention', '__version__', 'sra_macs']
 
 # Here, not beside the backbone's registration: every import of mmpvt (custom_imports, mmengine's
-# lazy import of mmpvt.models for type='mmpvt.PVT', a script's own import) runs this file first.
+# lazy import of mmpvt.models.backbone for type='mmpvt.PVT', a script's own import) runs this file first.
 if find_spec('mmengine') is not None:
     from mmengine.config.utils import MODULE2PACKAGE
 

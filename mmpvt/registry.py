@@ -1,35 +1,32 @@
-"""mmpvt's model registry, and registration into mmdet's and mmseg's.
+"""mmpvt's model registry, and how mmdet's and mmseg's registries find mmpvt's models.
 
-``MODELS`` is a child of mmengine's root registry with scope ``mmpvt``, so
-``type='mmpvt.PVT'`` resolves from any OpenMMLab registry. The same classes are
-also registered, under the same names, in mmdet's and mmseg's ``MODELS`` when those
-libraries are installed, so that an unmodified config of either can say
-``type='PVT'`` after ``custom_imports = dict(imports=['mmpvt'])``.
+mmdet's and mmseg's ``MODELS`` are children of mmengine's root ``MODELS``: a name they do not
+hold themselves (``type='PVT'``) is looked up in the root. mmpvt therefore registers its
+classes twice, without importing either library:
+
+* in its own ``MODELS`` (scope ``mmpvt``), for ``type='mmpvt.PVT'`` in any OpenMMLab config;
+* in mmengine's root ``MODELS``, for ``type='PVT'`` in an unmodified mmdet or mmseg config
+  after ``custom_imports = dict(imports=['mmpvt'])``.
+
+A library's own names come before the root's in its lookups, so mmpvt never shadows a
+built-in model (mmdet's ``PyramidVisionTransformer`` stays mmdet's); registering a name the
+root already holds raises mmengine's ``KeyError`` instead of replacing it.
 """
 
 from __future__ import annotations
 
-import importlib
-
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import Registry
 
-MODELS = Registry('model', parent=MMENGINE_MODELS, scope='mmpvt', locations=['mmpvt.models'])
-
-DOWNSTREAM_SCOPES = ('mmdet', 'mmseg')
+MODELS = Registry('model', parent=MMENGINE_MODELS, scope='mmpvt', locations=['mmpvt.models.backbone'])
 
 
-def register_everywhere(cls: type) -> type:
-    """Class decorator: register ``cls`` in mmpvt's registry and in each installed downstream one.
+def register_model(cls: type) -> type:
+    """Class decorator: register ``cls`` under its class name in mmengine's root ``MODELS`` and in mmpvt's.
 
-    Raises KeyError (from mmengine) if a downstream library already owns the name: we
-    never shadow a built-in model.
+    Raises:
+        KeyError: from mmengine, if either registry already holds a class of that name.
     """
+    MMENGINE_MODELS.register_module(module=cls)
     MODELS.register_module(module=cls)
-    for scope in DOWNSTREAM_SCOPES:
-        try:
-            registry = importlib.import_module(f'{scope}.registry').MODELS
-        except ImportError:
-            continue
-        registry.register_module(module=cls)
     return cls

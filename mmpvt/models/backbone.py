@@ -2,7 +2,8 @@
 
 They are the plain :class:`~mmpvt.models.pvt.PyramidVisionTransformer` plus what an
 OpenMMLab model expects: ``init_cfg`` (with ``Pretrained`` loading that converts
-official and mmdet checkpoints), ``frozen_stages`` and ``BaseModule`` behaviour.
+official and mmdet checkpoints), ``frozen_stages`` and ``BaseModule`` behaviour. Unlike the core,
+this module needs mmengine; importing it registers the three classes (:mod:`mmpvt.registry`).
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ from mmengine.model import BaseModule
 from torch import nn
 
 from ..layers import SpatialReductionAttention
-from ..registry import register_everywhere
+from ..registry import register_model
 from .pvt import PyramidVisionTransformer, arch_kwargs, count_stages
 
-register_everywhere(SpatialReductionAttention)
+register_model(SpatialReductionAttention)
 
 
-@register_everywhere
+@register_model
 class PVT(PyramidVisionTransformer, BaseModule):
     """PVT backbone for mmdet and mmseg (v1 by default; any arch of ``ARCH_SETTINGS``).
 
@@ -97,7 +98,7 @@ class PVT(PyramidVisionTransformer, BaseModule):
         self._is_init = True
 
 
-@register_everywhere
+@register_model
 class PVTv2(PVT):
     """PVT v2 backbone (``arch='b0'``…``'b5'`` or ``'b2_li'``); the same model as :class:`PVT`."""
 
