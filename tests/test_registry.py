@@ -203,7 +203,7 @@ def test_stock_config_builds_with_the_other_library_blocked(
 
 
 @pytest.mark.parametrize('registry', [MMDET_MODELS, MMSEG_MODELS], ids=['mmdet', 'mmseg'])
-def test_mmpvt_names_are_none_of_the_librarys_own(registry) -> None:
+def test_the_library_owns_none_of_mmpvts_names(registry) -> None:
     """Their registries hold none of mmpvt's names, so type='PVT' reaches mmpvt's through the root and hides nothing."""
     registry.import_from_location()  # the library's own models register lazily
     ours = set(MMPVT_MODELS.module_dict)
