@@ -332,7 +332,7 @@ def test_annotation_files_are_parsed_once_per_version(
     """A file that passed is not parsed again until it changes (COCO train2017 costs ~28 s to check)."""
     from mmengine.config import Config
 
-    from mmpvt.apis import checks
+    from mmpvt.launch import coco_checks as checks
 
     parsed = []
     monkeypatch.setattr(checks, 'PASSED_FILES', str(tmp_path / 'cache' / 'checked_files.json'))
