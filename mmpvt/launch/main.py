@@ -22,6 +22,7 @@ from mmengine.runner import Runner, load_checkpoint
 
 from ..checkpoint import allow_mmengine_checkpoints
 from ..datasets.wrappers import leaf_datasets
+from ..engine.hooks import LabelValuesHook, RankMeanLossHook
 from . import ConfigError
 from .args import test_parser, train_parser
 from .checkpoints import check_checkpoint_fits, checkpoint_shapes
@@ -61,7 +62,7 @@ def build_runner(cfg: Config) -> Runner:
     else:
         runner = Runner.from_cfg(cfg)
     if cfg.launcher != 'none':
-        runner.register_hook(dict(type='RankMeanLossHook'))
+        runner.register_hook(RankMeanLossHook())
     return runner
 
 
@@ -134,7 +135,7 @@ def _train(cfg: Config, resume: str | None) -> dict[str, float]:
         check_checkpoint_fits(runner.model, chosen.path, shapes=chosen.shapes)
     check_train_data(runner)
     check_image_files(runner)
-    runner.register_hook(dict(type='LabelValuesHook'))  # label-map values, checked batch by batch
+    runner.register_hook(LabelValuesHook())  # label-map values, checked batch by batch
     try:
         runner.train()
     except Exception as err:  # a corrupt image, a pretrained file of another model: named by explain_failure
@@ -244,7 +245,7 @@ def _test(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
         from mmdet.evaluation import DumpDetResults
 
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
-    runner.register_hook(dict(type='LabelValuesHook'))
+    runner.register_hook(LabelValuesHook())
     try:
         return runner.test()
     except Exception as err:  # a corrupt image, a broken annotation file: named by explain_failure
