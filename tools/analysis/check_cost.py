@@ -68,7 +68,8 @@ def image_check_cost(count: int, folder: str) -> dict[str, float]:
     """Seconds and ``stat`` calls of check_image_files over ``count`` existing images."""
     paths = [osp.join(folder, f'{i:012d}.jpg') for i in range(count)]
     for path in paths:
-        open(path, 'wb').close()
+        with open(path, 'wb') as f:
+            f.write(b'\xff')  # one byte: the check refuses empty files
     dataset = ImageList(paths)
     runner = SimpleNamespace(train_loop=SimpleNamespace(dataloader=SimpleNamespace(dataset=dataset)), cfg=Config())
     stats = 0
