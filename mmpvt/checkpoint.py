@@ -11,7 +11,7 @@ import os
 import pickle
 import zipfile
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -19,6 +19,12 @@ from mmengine.logging import HistoryBuffer, print_log
 from torch import nn
 
 from .convert import convert_with_report
+
+#: Fraction of a model's tensors a checkpoint must provide (with the right shapes) to count as one of
+#: that model (:func:`checkpoint_fit`). A checkpoint of the model itself provides all of them; one of
+#: a shallower variant of the same family provides about half (PVT-T into PVT-S: 156 of 296), which
+#: a threshold of 0.5 would take, leaving the other half at its random initialisation.
+MIN_MATCH = 0.9
 
 
 def history_buffer_getattr(obj: Any, name: str) -> Any:
@@ -112,7 +118,6 @@ def load_pretrained(
     path: str | os.PathLike[str],
     *,
     prefix: str | None = None,
-    min_match: float = 0.9,
 ) -> tuple[list[str], list[str]]:
     """Load a checkpoint file into ``model``, converting known PVT layouts.
 
@@ -123,7 +128,6 @@ def load_pretrained(
         model: the PVT to load into.
         path: checkpoint file (official, mmdet or mmpvt layout; bare or wrapped).
         prefix: keep only keys under this prefix (e.g. ``'backbone.'``), stripped.
-        min_match: fraction of the model's keys that must be found, else ValueError.
 
     Returns:
         The missing and unexpected keys, which are also logged by name.
@@ -147,7 +151,7 @@ def load_pretrained(
         print_log(f'dropped (not part of a backbone): {", ".join(report.dropped)}', logger='current')
     for key, old, new in report.resized:
         print_log(f'resized {key} from {old} to {new} (bilinear)', logger='current')
-    return load_converted(model, state_dict, source=source, min_match=min_match)
+    return load_converted(model, state_dict, source=source)
 
 
 #: LayerNorm eps that mmdet's PVT uses everywhere, also where the official release uses 1e-5.
@@ -172,36 +176,68 @@ def note_mmdet_numerics(model: nn.Module, source: str) -> None:
         )
 
 
+class CheckpointFit(NamedTuple):
+    """How a checkpoint's tensors fit a model: what :func:`checkpoint_fit` found."""
+
+    #: tensors of the model the checkpoint provides with the right shape
+    matched: int
+    #: tensors of the model
+    total: int
+    #: ``'KEY: checkpoint (SHAPE) vs model (SHAPE)'`` for each tensor of another shape
+    wrong_shapes: list[str]
+    #: checkpoint keys under one of the model's own top-level modules that the model lacks (a deeper variant)
+    unknown: list[str]
+
+    @property
+    def fits(self) -> bool:
+        """No tensor of another shape, none the model lacks, at least :data:`MIN_MATCH` of the model's found."""
+        return not self.wrong_shapes and not self.unknown and self.matched >= MIN_MATCH * self.total
+
+
+def checkpoint_fit(model: nn.Module, shapes: Mapping[str, torch.Size]) -> CheckpointFit:
+    """Compare a checkpoint's tensor shapes with ``model``'s state dict: the one fit check of mmpvt.
+
+    Used for pretrained backbones (:func:`load_converted`) and for whole detectors and segmentors
+    (``load_from``, ``--resume``, the checkpoint ``tools/test.py`` evaluates), with one threshold.
+
+    Args:
+        model: the model the checkpoint is meant for (not a DDP-style wrapper).
+        shapes: the checkpoint's state-dict keys and their tensors' shapes.
+    """
+    own = model.state_dict()
+    roots = {k.split('.', 1)[0] for k in own}
+    wrong = [
+        f'{k}: checkpoint {tuple(shape)} vs model {tuple(own[k].shape)}'
+        for k, shape in shapes.items()
+        if k in own and shape != own[k].shape
+    ]
+    unknown = [k for k in shapes if k not in own and k.split('.', 1)[0] in roots]
+    matched = sum(1 for k, shape in shapes.items() if k in own and shape == own[k].shape)
+    return CheckpointFit(matched, len(own), wrong, unknown)
+
+
 def load_converted(
     model: nn.Module,
     state_dict: Mapping[str, torch.Tensor],
     *,
     source: str,
-    min_match: float = 0.9,
 ) -> tuple[list[str], list[str]]:
     """Load an mmpvt-layout state dict; log mismatches; error if it does not fit the model.
 
-    It does not fit when a tensor's shape differs, when it holds parameters of the
-    model's own modules that the model lacks (a deeper variant), or when it provides
-    fewer than ``min_match`` of the model's keys.
+    It does not fit (:func:`checkpoint_fit`) when a tensor's shape differs, when it holds
+    parameters of the model's own modules that the model lacks (a deeper variant), or when it
+    provides fewer than :data:`MIN_MATCH` of the model's keys.
     """
-    own = model.state_dict()
-    roots = {k.split('.', 1)[0] for k in own}
-    problems = [
-        f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
-        for k, v in state_dict.items()
-        if k in own and v.shape != own[k].shape
-    ]
-    problems += [f'{k} is not in the model' for k in state_dict if k not in own and k.split('.', 1)[0] in roots]
-    matched = [k for k, v in state_dict.items() if k in own and v.shape == own[k].shape]
-    if len(matched) < min_match * len(own) or problems:
-        detail = '; '.join(problems[:5]) or f"only {len(matched)} of the model's {len(own)} keys found"
+    fit = checkpoint_fit(model, {k: v.shape for k, v in state_dict.items()})
+    problems = fit.wrong_shapes + [f'{k} is not in the model' for k in fit.unknown]
+    if not fit.fits:
+        detail = '; '.join(problems[:5]) or f"only {fit.matched} of the model's {fit.total} keys found"
         raise ValueError(
             f'{source} does not fit this {type(model).__name__}: {detail}. '
             'Is it a checkpoint of another model or another PVT variant?'
         )
     missing, unexpected = model.load_state_dict(state_dict, strict=False)
-    print_log(f'loaded {len(matched)}/{len(own)} tensors from {source}', logger='current')
+    print_log(f'loaded {fit.matched}/{fit.total} tensors from {source}', logger='current')
     if missing:
         print_log(f'missing keys (left as initialised): {", ".join(missing)}', logger='current', level=30)
     if unexpected:

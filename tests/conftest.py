@@ -12,7 +12,7 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
-from mmpvt.apis import make_toy_ade, make_toy_coco
+from mmpvt.datasets import make_toy_ade, make_toy_coco
 
 REPO = Path(__file__).resolve().parents[1]
 TOY_CONFIGS = REPO / 'configs' / 'toy'

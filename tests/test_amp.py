@@ -13,8 +13,9 @@ from conftest import logged_records, small_config
 from mmengine.logging import MMLogger
 from torch import nn
 
-from mmpvt.apis import launch
-from mmpvt.apis.amp import CpuAmpOptimWrapper, amp_optim_wrapper
+from mmpvt.engine.optim import CpuAmpOptimWrapper
+from mmpvt.launch import main as launch
+from mmpvt.launch.config_checks import amp_optim_wrapper
 
 
 @pytest.mark.slow

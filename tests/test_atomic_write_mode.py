@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from mmengine.fileio import LocalBackend
 
-from mmpvt.apis.resume import AtomicLocalBackend
+from mmpvt.engine.fileio import AtomicLocalBackend
 
 
 @pytest.mark.parametrize('umask', [0o022, 0o002, 0o077])

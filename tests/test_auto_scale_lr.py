@@ -1,5 +1,5 @@
 """``--auto-scale-lr``: the lr of every iteration scaled by (total batch) / ``auto_scale_lr.base_batch_size``,
-through the train tool's code path (mmpvt.apis.launch, mmengine's Runner); a config without
+through the train tool's code path (mmpvt.launch.main, mmengine's Runner); a config without
 ``auto_scale_lr`` is refused before anything is built."""
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ import pytest
 from conftest import logged_records, small_config
 from mmengine.config import Config
 
-from mmpvt.apis import launch
-from mmpvt.apis.launch import ConfigError, train_config, train_parser
+from mmpvt.launch import ConfigError
+from mmpvt.launch import main as launch
+from mmpvt.launch.main import train_config, train_parser
 
 BASE_BATCH = 8  # the toy RetinaNet's auto_scale_lr.base_batch_size
 

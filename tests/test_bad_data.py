@@ -1,4 +1,4 @@
-"""Bad input a training or test run meets, through the real tools' code path (mmpvt.apis.launch).
+"""Bad input a training or test run meets, through the real tools' code path (mmpvt.launch.main).
 
 Images: missing, corrupt, grey, RGBA, smaller than the network's stride; an empty annotation list;
 config mistakes (unknown arch, neck channels, typo'd ``--cfg-options``); checkpoints of another model.
@@ -26,8 +26,9 @@ from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 from PIL import Image
 
-from mmpvt.apis import launch
-from mmpvt.apis.launch import ConfigError, train_config, train_parser
+from mmpvt.launch import ConfigError
+from mmpvt.launch import main as launch
+from mmpvt.launch.main import train_config, train_parser
 
 pytestmark = pytest.mark.slow
 

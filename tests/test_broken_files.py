@@ -1,4 +1,4 @@
-"""Broken files a user hands the tools end with one message naming the file, exit status 1 (issue 17).
+"""Broken files a user hands the tools end with one message naming the file, exit status 1.
 
 Each case runs the real ``tools/train.py`` or ``tools/test.py`` as a subprocess on data the test writes
 and damages: COCO annotation files, ADE20K label maps, images, config files, checkpoints and pretrained
@@ -332,7 +332,7 @@ def test_annotation_files_are_parsed_once_per_version(
     """A file that passed is not parsed again until it changes (COCO train2017 costs ~28 s to check)."""
     from mmengine.config import Config
 
-    from mmpvt.apis import checks
+    from mmpvt.launch import coco_checks as checks
 
     parsed = []
     monkeypatch.setattr(checks, 'PASSED_FILES', str(tmp_path / 'cache' / 'checked_files.json'))

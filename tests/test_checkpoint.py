@@ -219,6 +219,30 @@ def test_wrong_variant_is_an_error_naming_the_file(tmp_path: Path, saved_arch: s
     assert_same_state(model, before)  # nothing half-loaded
 
 
+@pytest.mark.parametrize(
+    ('saved_arch', 'model_arch', 'message'),
+    [
+        ('tiny', 'small', r"it provides 156 of the model's 296 tensors$"),
+        ('small', 'tiny', r'tensors the model lacks: stages\.0\.blocks\.2\.'),
+        ('tiny', 'b1', r'shape mismatches: stages\.0\.patch_embed\.proj\.weight: checkpoint \(64, 3, 4, 4\)'),
+    ],
+)
+def test_tools_refuse_another_variants_checkpoint_as_the_loader_does(
+    tmp_path: Path, saved_arch: str, model_arch: str, message: str
+) -> None:
+    """``load_from``/``--resume``/``test.py`` use the loader's fit check: a shallower variant's half is not enough."""
+    from mmpvt.launch import ConfigError
+    from mmpvt.launch.checkpoints import check_checkpoint_fits
+
+    path = tmp_path / f'pvt_{saved_arch}.pth'
+    torch.save({'state_dict': random_pvt(saved_arch).state_dict()}, path)
+    with pytest.raises(ConfigError, match=rf'{re.escape(str(path))} is not a checkpoint of this PVT: .*{message}'):
+        check_checkpoint_fits(fresh_pvt(model_arch), str(path))
+    same = tmp_path / 'same.pth'
+    torch.save({'state_dict': random_pvt(model_arch).state_dict()}, same)
+    check_checkpoint_fits(fresh_pvt(model_arch), str(same))  # its own checkpoint fits
+
+
 def test_a_resnet_checkpoint_is_an_error_naming_the_file(tmp_path: Path) -> None:
     path = tmp_path / 'resnet50.pth'
     torch.save({'state_dict': {'conv1.weight': torch.zeros(64, 3, 7, 7), 'fc.weight': torch.zeros(10, 4)}}, path)

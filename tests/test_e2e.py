@@ -18,7 +18,7 @@ import pytest
 import torch
 from conftest import REPO, checkout_env, toy_config
 
-from mmpvt.apis import launch
+from mmpvt.launch import main as launch
 
 pytestmark = pytest.mark.slow
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from conftest import REPO, TOY_CONFIGS, checkout_env
 
-from mmpvt.apis import launch
-from mmpvt.apis.launch import ConfigError, train_config, train_parser
+from mmpvt.launch import ConfigError
+from mmpvt.launch import main as launch
+from mmpvt.launch.main import train_config, train_parser
 
 RETINANET_TOY = str(TOY_CONFIGS / 'retinanet_pvt_t_fpn_toy_coco.py')
 FPN_TOY = str(TOY_CONFIGS / 'fpn_pvt_t_toy_ade.py')

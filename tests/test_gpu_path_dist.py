@@ -1,4 +1,4 @@
-"""The GPU users' distributed path, checked on the CPU (issue 11, items 3, 4, 5 and 13).
+"""The GPU users' distributed path, checked on the CPU.
 
 * MPI and Slurm: ``LOCAL_RANK`` (what mmengine's DDP wrapper passes as ``device_ids``) is the
   launcher's local rank before the Runner is built, and equals the GPU mmengine's own
@@ -33,11 +33,15 @@ from mmengine.config import Config
 from mmengine.dist import utils as dist_utils
 from torch import nn
 
-from mmpvt.apis import checks, distributed, launch, resume
-from mmpvt.apis.checks import ConfigError, check_image_files, checkpoint_shapes
-from mmpvt.apis.distributed import CpuDistributedDataParallel, on_rank_zero, prepare_cpu_distributed
-from mmpvt.apis.resume import choose_resume_checkpoint
 from mmpvt.checkpoint import load_file
+from mmpvt.engine.model_wrappers import CpuDistributedDataParallel
+from mmpvt.launch import ConfigError, distributed, resume
+from mmpvt.launch import data_checks as checks
+from mmpvt.launch import main as launch
+from mmpvt.launch.checkpoints import checkpoint_shapes
+from mmpvt.launch.data_checks import check_image_files
+from mmpvt.launch.distributed import on_rank_zero, prepare_cpu_distributed
+from mmpvt.launch.resume import choose_resume_checkpoint
 
 RETINANET_TOY = str(TOY_CONFIGS / 'retinanet_pvt_t_fpn_toy_coco.py')
 

@@ -1,4 +1,4 @@
-"""The GPU users' tools, checked on the CPU (issue 11, items 10, 11 and 12).
+"""The GPU users' tools, checked on the CPU.
 
 * ``CpuAmpOptimWrapper`` never meets a GPU: a config naming it is refused where CUDA is available
   (``torch.cuda.is_available`` faked), the wrapper refuses parameters off the CPU, and the loss-scaler
@@ -26,10 +26,11 @@ from mmengine.logging import MMLogger
 from mmengine.optim import AmpOptimWrapper
 from torch import nn
 
-from mmpvt.apis import amp, launch
-from mmpvt.apis.amp import LOSS_SCALER_KEY, CpuAmpOptimWrapper
-from mmpvt.apis.checks import ConfigError
 from mmpvt.checkpoint import load_file
+from mmpvt.engine import optim as amp
+from mmpvt.engine.optim import LOSS_SCALER_KEY, CpuAmpOptimWrapper
+from mmpvt.launch import ConfigError
+from mmpvt.launch import main as launch
 
 RETINANET_TOY = str(TOY_CONFIGS / 'retinanet_pvt_t_fpn_toy_coco.py')
 

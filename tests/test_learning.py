@@ -11,7 +11,8 @@ import pytest
 from conftest import TINY, logged_records, toy_config
 from test_demo import save_checkpoint
 
-from mmpvt.apis import launch, make_toy_ade
+from mmpvt.datasets import make_toy_ade
+from mmpvt.launch import main as launch
 
 pytestmark = pytest.mark.slow
 

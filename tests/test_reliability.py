@@ -10,7 +10,7 @@
 * A work dir holding another run's checkpoints is not overwritten without ``--resume``.
 
 What makes CPU runs repeatable: ``randomness=dict(seed=0, deterministic=True)``, ``num_workers=0``,
-``OMP_NUM_THREADS=1``, and the ``ResumableRandomnessHook`` that ``build_runner`` registers (the
+``OMP_NUM_THREADS=1``, and the ``ResumableRandomnessHook`` that these runs' config names (opt-in: the
 global generators reseeded from (seed, epoch) and (seed, iteration), which a checkpoint restores).
 """
 
@@ -29,8 +29,9 @@ import pytest
 import torch
 from conftest import MAX_EPOCHS, REPO, checkout_env, logged_records, small_config
 
-from mmpvt.apis.resume import AtomicLocalBackend, latest_readable_checkpoint
 from mmpvt.checkpoint import allow_mmengine_checkpoints, load_file
+from mmpvt.engine.fileio import AtomicLocalBackend
+from mmpvt.launch.resume import latest_readable_checkpoint
 
 
 def free_port() -> int:
@@ -121,6 +122,10 @@ class KillMidCheckpointHook(Hook):
 """
 
 
+#: What a config names to resume as if never interrupted (our tools no longer add it on their own).
+REPRODUCIBLE_RESUME = "dict(type='ResumableRandomnessHook')"
+
+
 def killer_config(config: Path) -> tuple[Path, Path]:
     """(config, folder of its hook module): ``config`` plus the hook that kills the run mid-checkpoint."""
     folder = config.parent / 'killer'
@@ -130,7 +135,7 @@ def killer_config(config: Path) -> tuple[Path, Path]:
     killer.write_text(
         f"_base_ = '{config}'\n"
         "custom_imports = dict(imports=['mmpvt', 'kill_mid_checkpoint'], allow_failed_imports=False)\n"
-        f"custom_hooks = [dict(type='KillMidCheckpointHook', epoch={KILL_EPOCH})]\n"
+        f"custom_hooks = [{REPRODUCIBLE_RESUME}, dict(type='KillMidCheckpointHook', epoch={KILL_EPOCH})]\n"
     )
     return killer, folder
 
@@ -140,6 +145,8 @@ def runs(toy_coco: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
     """Three runs at once (independent processes): two uninterrupted ones and one killed mid-checkpoint."""
     root = tmp_path_factory.mktemp('runs')
     config = small_config(root / 'small.py', toy_coco)
+    with config.open('a') as f:
+        f.write(f'custom_hooks = [{REPRODUCIBLE_RESUME}]\n')
     dirs = {name: root / name for name in ('reference', 'again', 'killed')}
     processes = {
         name: start(train_command(config, dirs[name]), root / f'{name}.log') for name in ('reference', 'again')
@@ -266,7 +273,7 @@ def test_load_file_keeps_the_process_allow_list(tmp_path: Path) -> None:
 #: the kernel kills the process at the limit (SIGXFSZ's default action), else the write fails with EFBIG.
 LIMITED_WRITE = """
 import resource, signal, sys
-from mmpvt.apis.resume import AtomicLocalBackend
+from mmpvt.engine.fileio import AtomicLocalBackend
 if sys.argv[2] == 'kill':
     signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
 resource.setrlimit(resource.RLIMIT_CORE, (0, 0))

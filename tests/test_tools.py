@@ -231,3 +231,30 @@ def test_show_dir_draws_every_test_image(tiny_detector: tuple[Path, Path], toy_c
         for half in (image[:, :w], image[:, w:]):  # boxes and labels were drawn on both
             changed = np.abs(half.astype(int) - source.astype(int)).max(axis=2) > 50
             assert changed.mean() > 0.05, picture.name
+
+
+def test_leaf_datasets_reach_inside_wrappers_built_or_as_configs() -> None:
+    """One unwrapper for dataset configs (keys) and built datasets (attributes), wrappers nested in any order."""
+    from types import SimpleNamespace
+
+    from mmpvt.datasets import leaf_datasets
+
+    first, second = dict(type='CocoDataset', ann_file='a.json'), dict(type='CocoDataset', ann_file='b.json')
+    config = dict(type='ConcatDataset', datasets=[dict(type='RepeatDataset', times=2, dataset=first), second])
+    assert leaf_datasets(config) == [first, second]
+    assert leaf_datasets(first) == [first]
+    built = SimpleNamespace(datasets=[SimpleNamespace(dataset=SimpleNamespace(datasets=['a', 'b'])), 'c'])
+    assert leaf_datasets(built) == ['a', 'b', 'c']
+
+
+def test_missing_data_inside_a_dataset_wrapper_is_found(tmp_path: Path) -> None:
+    from mmengine.config import Config
+
+    from mmpvt.launch import ConfigError
+    from mmpvt.launch.data_checks import check_data
+
+    root = tmp_path / 'missing_coco'
+    leaf = dict(type='CocoDataset', data_root=str(root), ann_file='annotations/instances_train2017.json')
+    cfg = Config(dict(train_dataloader=dict(dataset=dict(type='RepeatDataset', times=3, dataset=leaf))))
+    with pytest.raises(ConfigError, match=rf'train_dataloader: {root} not found \(dataset CocoDataset'):
+        check_data(cfg, ['train_dataloader'])

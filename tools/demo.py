@@ -20,8 +20,8 @@ import mmcv
 import torch
 from mmengine.utils import track_iter_progress
 
-from mmpvt.apis.launch import load_config
 from mmpvt.checkpoint import allow_mmengine_checkpoints
+from mmpvt.launch.config_checks import load_config
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 

@@ -2,14 +2,15 @@
 
 Usage: python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out RESULTS.pkl]
        [--show-dir DIR] [--cfg-options KEY=VALUE ...] [--launcher {none,pytorch,slurm,mpi}]
-The library is chosen by the config's default_scope; see mmpvt/apis/launch.py.
+The library is chosen by the config's default_scope; see mmpvt/launch/main.py.
 """
 
 from __future__ import annotations
 
 import sys
 
-from mmpvt.apis import ConfigError, test
+from mmpvt.launch import ConfigError
+from mmpvt.launch.main import test
 
 
 def main() -> None:

@@ -2,14 +2,15 @@
 
 Usage: python tools/train.py CONFIG [--work-dir DIR] [--resume [PATH]] [--amp]
        [--auto-scale-lr] [--cfg-options KEY=VALUE ...] [--launcher {none,pytorch,slurm,mpi}]
-The library is chosen by the config's default_scope; see mmpvt/apis/launch.py.
+The library is chosen by the config's default_scope; see mmpvt/launch/main.py.
 """
 
 from __future__ import annotations
 
 import sys
 
-from mmpvt.apis import ConfigError, train
+from mmpvt.launch import ConfigError
+from mmpvt.launch.main import train
 
 
 def main() -> None:

@@ -8,16 +8,16 @@ metadata request: multiply the count by its latency there.
 
 COCO annotation check (``--coco``): a synthetic annotation file of train2017's size (118,287 images,
 860,001 annotations with 24-point polygons: about COCO's 448 MB); times
-:func:`~mmpvt.apis.checks.check_coco_file` (parse and walk) against pycocotools' ``COCO(path)`` alone
+:func:`~mmpvt.launch.coco_checks.check_coco_file` (parse and walk) against pycocotools' ``COCO(path)`` alone
 (what mmdet's dataset does with the same file before its own per-image parsing).
 
 Label-map check (``--label-maps N``): N pairs of a 683×512 JPEG and its PNG label map (ADE20K's
-training set is 20,210); times :func:`~mmpvt.apis.checks.check_label_map` (both headers) over all of them, warm.
+training set is 20,210); times :func:`~mmpvt.launch.data_checks.check_label_map` (both headers) over all of them, warm.
 
 Checkpoint reads (``--checkpoint-mb``): the bytes a resume's checks read from the disk for one
 checkpoint, the file dropped from the page cache first (/proc/self/io ``read_bytes``):
 :func:`~mmpvt.checkpoint.load_file` (what each check did before) against
-:func:`~mmpvt.apis.checks.checkpoint_shapes` (memory-mapped: the index only).
+:func:`~mmpvt.launch.checkpoints.checkpoint_shapes` (memory-mapped: the index only).
 
     python tools/analysis/check_cost.py                   # 118287 images
     python tools/analysis/check_cost.py --images 5000 --checkpoint-mb 150
@@ -43,9 +43,11 @@ from mmengine.config import Config
 from mmengine.dataset import BaseDataset
 from PIL import Image
 
-from mmpvt.apis import checks
-from mmpvt.apis.checks import check_coco_file, check_image_files, check_label_map, checkpoint_shapes
 from mmpvt.checkpoint import load_file
+from mmpvt.launch import data_checks
+from mmpvt.launch.checkpoints import checkpoint_shapes
+from mmpvt.launch.coco_checks import check_coco_file
+from mmpvt.launch.data_checks import check_image_files, check_label_map
 
 COCO_TRAIN_IMAGES = 118_287
 COCO_TRAIN_ANNOTATIONS = 860_001
@@ -66,25 +68,26 @@ def image_check_cost(count: int, folder: str) -> dict[str, float]:
     """Seconds and ``stat`` calls of check_image_files over ``count`` existing images."""
     paths = [osp.join(folder, f'{i:012d}.jpg') for i in range(count)]
     for path in paths:
-        open(path, 'wb').close()
+        with open(path, 'wb') as f:
+            f.write(b'\xff')  # one byte: the check refuses empty files
     dataset = ImageList(paths)
     runner = SimpleNamespace(train_loop=SimpleNamespace(dataloader=SimpleNamespace(dataset=dataset)), cfg=Config())
     stats = 0
-    isfile = checks.osp.isfile
+    os_stat = data_checks.os.stat
 
-    def counting_isfile(path: str) -> bool:
+    def counting_stat(path: str) -> os.stat_result:
         nonlocal stats
         stats += 1
-        return isfile(path)
+        return os_stat(path)
 
     check_image_files(runner)  # first pass: fills the metadata cache
-    checks.osp.isfile = counting_isfile
+    data_checks.os.stat = counting_stat
     try:
         start = time.perf_counter()
         check_image_files(runner)
         seconds = time.perf_counter() - start
     finally:
-        checks.osp.isfile = isfile
+        data_checks.os.stat = os_stat
     start = time.perf_counter()
     for i in range(len(dataset)):
         dataset.get_data_info(i)

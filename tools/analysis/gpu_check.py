@@ -1,4 +1,4 @@
-"""One offline command that proves mmpvt on a borrowed CUDA machine (issue 18).
+"""One offline command that proves mmpvt on a borrowed CUDA machine.
 
 Here, with PyPI:      make gpu-wheels                  # -> gpu_wheels/ (git-ignored, about 29 MiB)
 There, no network:    make gpu-check STEP=setup        # then STEP=parity, STEP=train, STEP=bench

@@ -24,8 +24,9 @@ import torch
 from mmengine.config import Config
 from mmengine.hooks import Hook
 
-from mmpvt.apis import build_runner, make_toy_ade, make_toy_coco
 from mmpvt.checkpoint import allow_mmengine_checkpoints
+from mmpvt.datasets import make_toy_ade, make_toy_coco
+from mmpvt.launch.main import build_runner
 
 REPO = Path(__file__).resolve().parents[2]
 

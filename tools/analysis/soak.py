@@ -29,8 +29,8 @@ from mmengine.registry import HOOKS
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from mmpvt.apis import make_toy_coco  # noqa: E402
-from mmpvt.apis.launch import train  # noqa: E402
+from mmpvt.datasets import make_toy_coco  # noqa: E402
+from mmpvt.launch.main import train  # noqa: E402
 
 SAMPLE_EVERY = 100
 

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 import mmpvt
-from mmpvt.apis.launch import load_config
 from mmpvt.checkpoint import allow_mmengine_checkpoints, load_pretrained
+from mmpvt.launch.config_checks import load_config
 from mmpvt.visualization import draw_attention, draw_features, feature_energy, image_to_tensor, stage_attention
 
 

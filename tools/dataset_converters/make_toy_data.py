@@ -16,7 +16,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from mmpvt.apis.toy_data import make_toy_ade, make_toy_coco
+from mmpvt.datasets.toy import make_toy_ade, make_toy_coco
 
 MAKERS = {'coco': make_toy_coco, 'ade': make_toy_ade}
 

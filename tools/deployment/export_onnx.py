@@ -22,9 +22,9 @@ from mmengine.config import DictAction
 from torch import nn
 
 import mmpvt
-from mmpvt.apis.launch import load_config
 from mmpvt.checkpoint import allow_mmengine_checkpoints, load_pretrained
 from mmpvt.export import TensorForward, check_export_shape, export_onnx, max_abs_diffs
+from mmpvt.launch.config_checks import load_config
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

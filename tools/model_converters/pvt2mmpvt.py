@@ -12,9 +12,9 @@ file, and an existing DST is replaced only with ``--force``.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,6 +22,7 @@ import torch
 
 from mmpvt.checkpoint import extract_state_dict, load_file
 from mmpvt.convert import ConversionReport, convert_with_report
+from mmpvt.engine.fileio import write_atomically
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -57,17 +58,10 @@ def converted_checkpoint(checkpoint: Any, source: str) -> tuple[dict[str, Any], 
 
 
 def save_atomically(obj: Any, dst: str) -> None:
-    """``torch.save`` to a temporary file next to ``dst``, then rename it over ``dst``."""
-    directory = os.path.dirname(os.path.abspath(dst))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.pvt2mmpvt-', suffix='.pth', dir=directory)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
-        os.replace(tmp, dst)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """``torch.save`` of ``obj`` to ``dst``, whole or not at all (mmpvt's one atomic writer: fsync, then rename)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_atomically(buffer.getvalue(), dst)
 
 
 def print_report(report: ConversionReport, src: str, dst: str) -> None:

@@ -1,4 +1,4 @@
-"""``--amp`` on a machine without CUDA: bfloat16 autocast on the CPU with mmengine's loss-scaler semantics.
+"""Mixed precision on a machine without CUDA: ``optim_wrapper = dict(type='CpuAmpOptimWrapper', ...)``.
 
 mmengine 0.10's ``AmpOptimWrapper`` asserts that a GPU (or NPU, MLU, MUSA) is
 present. :class:`CpuAmpOptimWrapper` is that wrapper with torch's CPU
@@ -6,10 +6,10 @@ present. :class:`CpuAmpOptimWrapper` is that wrapper with torch's CPU
 runs under ``torch.autocast('cpu', torch.bfloat16)``,
 and a step whose gradients hold inf or NaN is skipped (the scale halves) and
 reported, as the CUDA loss scaler does, instead of writing NaN into the weights.
-:func:`amp_optim_wrapper` picks fp16 ``AmpOptimWrapper`` with CUDA and this one without.
+``tools/train.py --amp`` picks fp16 ``AmpOptimWrapper`` with CUDA and this one without.
 
 The CPU wrapper never meets a GPU: it refuses parameters on an accelerator, and
-:func:`check_amp_device` refuses a config naming it (one dumped by a CPU ``--amp`` run)
+``tools/train.py`` refuses a config naming it (one dumped by a CPU ``--amp`` run)
 on a machine with CUDA. Its loss-scaler state is saved under its own key
 (:data:`LOSS_SCALER_KEY`), so mmengine's float16 wrapper never restores the bfloat16
 scale of 1 from it, and it ignores, with a warning, the float16 scaler's ``loss_scaler``.
@@ -23,8 +23,6 @@ import torch
 from mmengine.logging import print_log
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS
-
-from .checks import ConfigError
 
 #: Where :class:`CpuAmpOptimWrapper` keeps its loss-scaler state in a state dict; mmengine's
 #: ``AmpOptimWrapper`` uses ``'loss_scaler'``, and each ignores the other's.
@@ -107,30 +105,3 @@ class CpuAmpOptimWrapper(AmpOptimWrapper):
         if own is not None:
             self.loss_scaler.load_state_dict(own)
         OptimWrapper.load_state_dict(self, state_dict)
-
-
-def check_amp_device(optim_wrapper: dict[str, Any]) -> None:
-    """Refuse the CPU mixed-precision wrapper in a config run on a machine with CUDA.
-
-    A config dumped by a CPU ``--amp`` run names ``CpuAmpOptimWrapper``; on a GPU its CPU
-    loss scaler and bfloat16 autocast are wrong, and the Runner would put the model on the GPU.
-
-    Raises:
-        ConfigError: naming the wrapper to use instead.
-    """
-    if str(optim_wrapper.get('type', '')).rsplit('.', 1)[-1] == 'CpuAmpOptimWrapper' and torch.cuda.is_available():
-        raise ConfigError(
-            "optim_wrapper type='CpuAmpOptimWrapper' is the CPU-only bfloat16 wrapper (a config dumped by a CPU "
-            "--amp run?), but CUDA is available: set optim_wrapper.type='AmpOptimWrapper' (float16), or train "
-            'with --amp, which picks it on a GPU'
-        )
-
-
-def amp_optim_wrapper(optim_wrapper: dict[str, Any]) -> None:
-    """Turn the config's ``optim_wrapper`` into a mixed-precision one, in place.
-
-    CUDA: mmengine's ``AmpOptimWrapper`` (float16, dynamic loss scale).
-    CPU: :class:`CpuAmpOptimWrapper` (bfloat16, dynamic loss scale).
-    """
-    optim_wrapper['type'] = 'AmpOptimWrapper' if torch.cuda.is_available() else 'CpuAmpOptimWrapper'
-    optim_wrapper['loss_scale'] = 'dynamic'

@@ -216,16 +216,3 @@ def make_toy_ade(
             image.save(image_dir / f'{name}.jpg', quality=95)
             label.save(label_dir / f'{name}.png')
     return root
-
-
-def toy_coco_ready(root: str | Path) -> bool:
-    """Whether ``root`` holds both annotation files of a toy (or real) COCO dataset."""
-    return all((Path(root) / 'annotations' / f'instances_{s}.json').is_file() for s in COCO_SPLITS.values())
-
-
-def toy_ade_ready(root: str | Path) -> bool:
-    """Whether ``root`` holds the ADE20K folders with at least one label map per split."""
-    base = Path(root) / 'ADEChallengeData2016' / 'annotations'
-    return all(any((base / s).glob('*.png')) for s in ADE_SPLITS.values() if (base / s).is_dir()) and all(
-        (base / s).is_dir() for s in ADE_SPLITS.values()
-    )

@@ -6,7 +6,8 @@ makes ``LOCAL_RANK`` right for every launcher first (mmengine's MPI path never s
 and its DDP wrapper reads it). Without CUDA, mmengine 0.10's ``init_dist`` calls
 ``torch.cuda.set_device`` and its DDP wrapper passes ``device_ids=[LOCAL_RANK]``, which
 CPU modules reject; :func:`prepare_cpu_distributed` therefore initialises a gloo process
-group itself and asks for :class:`CpuDistributedDataParallel`.
+group itself (``init_dist(backend='gloo')`` would still call ``torch.cuda.set_device``) and
+asks for :class:`~mmpvt.engine.model_wrappers.CpuDistributedDataParallel`.
 
 :func:`init_distributed` starts the group before the Runner is built (the Runner then
 skips its own initialisation), so that work touching shared storage (choosing the
@@ -29,12 +30,8 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as torch_dist
 from mmengine.config import Config
-from mmengine.dist import all_reduce_dict, broadcast_object_list, get_rank, init_dist, is_distributed
-from mmengine.hooks import Hook
+from mmengine.dist import broadcast_object_list, get_rank, init_dist, is_distributed
 from mmengine.logging import print_log
-from mmengine.model import MMDistributedDataParallel, revert_sync_batchnorm
-from mmengine.registry import MODEL_WRAPPERS
-from torch import nn
 
 T = TypeVar('T')
 
@@ -84,38 +81,13 @@ def _mpi_env() -> None:
     set_local_rank('mpi')
 
 
-@MODEL_WRAPPERS.register_module()
-class CpuDistributedDataParallel(MMDistributedDataParallel):
-    """mmengine's DDP wrapper for CPU processes: no device ids, SyncBN layers reverted to BN.
-
-    torch's ``SyncBatchNorm`` (and mmcv's) run only on accelerators; mmengine's
-    ``revert_sync_batchnorm`` turns every one of them, whether the config asked for
-    ``SyncBN``, ``MMSyncBN`` or ``sync_bn='torch'``, into a plain batch norm with the same
-    parameters and state-dict keys. Each process then normalises over its own batch.
-    """
-
-    def __init__(self, module: nn.Module, **kwargs: Any) -> None:
-        devices = sorted({str(p.device) for p in module.parameters() if p.device.type != 'cpu'})
-        if devices:
-            raise ValueError(
-                f'CpuDistributedDataParallel is for CPU processes, but the model has parameters on '
-                f'{", ".join(devices)}; on GPUs use MMDistributedDataParallel (model_wrapper_cfg type)'
-            )
-        synced = sum(1 for m in module.modules() if 'SyncBatchNorm' in type(m).__name__)
-        if synced:
-            module = revert_sync_batchnorm(module)
-            print_log(f'CPU distributed run: {synced} SyncBN layer(s) turned into BN', logger='current')
-        kwargs['device_ids'] = None
-        super().__init__(module=module, **kwargs)
-
-
 def prepare_cpu_distributed(cfg: Config, launcher: str) -> bool:
     """Set up a distributed run on CPU processes (gloo) when CUDA is unavailable.
 
     Does nothing (and returns False) for ``launcher='none'`` or when CUDA is available,
     so GPU runs keep mmengine's own initialisation. Otherwise it initialises the gloo
     process group from the launcher's environment (unless it is up already) and sets
-    ``cfg.model_wrapper_cfg`` to :class:`CpuDistributedDataParallel` (no device ids,
+    ``cfg.model_wrapper_cfg`` to :class:`~mmpvt.engine.model_wrappers.CpuDistributedDataParallel` (no device ids,
     SyncBN reverted to BN: torch's runs only on accelerators).
 
     Args:
@@ -238,28 +210,3 @@ def distributed_run(cfg: Config) -> Iterator[None]:
         close_distributed(succeeded=False)
         raise
     close_distributed(succeeded=True)
-
-
-class RankMeanLossHook(Hook):
-    """Log the training losses averaged over all ranks instead of rank 0's own.
-
-    mmengine 0.10 logs each rank's local ``log_vars``; this hook all-reduces them
-    (mean) right after each training step, before ``RuntimeInfoHook`` records them,
-    so the log of an N-process run shows the loss of the whole batch.
-    """
-
-    priority = 'HIGHEST'
-
-    def after_train_iter(
-        self,
-        runner: Any,
-        batch_idx: int,
-        data_batch: Any = None,
-        outputs: dict[str, Any] | None = None,
-    ) -> None:
-        """Replace every tensor of ``outputs`` by its mean over ranks."""
-        if not outputs or not is_distributed():
-            return
-        tensors = {k: v.detach().clone().float() for k, v in outputs.items() if isinstance(v, torch.Tensor)}
-        all_reduce_dict(tensors, op='mean')
-        outputs.update(tensors)

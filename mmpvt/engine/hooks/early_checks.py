@@ -1,0 +1,76 @@
+"""mmpvt's checks as hooks: ``custom_hooks = [dict(type='EarlyChecksHook')]`` under any tool.
+
+The checks themselves live in :mod:`mmpvt.launch`, which ``tools/train.py`` and ``tools/test.py``
+run before the Runner exists; these hooks run the ones a hook can reach, so that mmdet's and
+mmseg's own tools stop a mistake before the first iteration too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
+
+from ...launch.checkpoints import check_checkpoint_fits
+from ...launch.config_checks import check_neck_channels
+from ...launch.data_checks import check_image_files, check_seg_labels, check_train_data
+
+
+@HOOKS.register_module()
+class LabelValuesHook(Hook):
+    """:func:`~mmpvt.launch.data_checks.check_seg_labels` on every training, validation and test batch.
+
+    A label-map value that is neither a class nor the ignore index stops the run at the batch that
+    holds it (decoding every label map up front would cost minutes on ADE20K). Detector batches,
+    which hold no label maps, pass untouched.
+    """
+
+    priority = 'VERY_HIGH'
+
+    def before_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None) -> None:
+        """Check the batch's label-map values."""
+        check_seg_labels(runner.model, data_batch)
+
+    def before_val_iter(self, runner: Any, batch_idx: int, data_batch: Any = None) -> None:
+        """Check the batch's label-map values."""
+        check_seg_labels(runner.model, data_batch)
+
+    def before_test_iter(self, runner: Any, batch_idx: int, data_batch: Any = None) -> None:
+        """Check the batch's label-map values."""
+        check_seg_labels(runner.model, data_batch)
+
+
+@HOOKS.register_module()
+class EarlyChecksHook(LabelValuesHook):
+    """Run mmpvt's checks under any tool, so a mistake fails before the first iteration.
+
+    * every run: the neck's (or decode head's) ``in_channels`` against the PVT's outputs;
+    * training: the COCO annotation files hold what mmdet reads, the training set is not
+      empty, every image and label map it and the validation set name exists and every
+      label map has its image's size; a checkpoint resumed by path fits the model;
+    * every batch of a segmentor: its label maps hold only classes and the ignore index;
+    * testing: the checkpoint under test fits the model (else mmengine loads it leniently
+      and reports the metrics of a mostly random model).
+
+    The checks that need the tools' command line (``--cfg-options`` typos, a work dir
+    holding another run's checkpoints) or must run before the Runner builds the datasets
+    (missing data folders, with the toy-data command) stay in ``tools/``; so does naming the
+    file of an annotation file that is not JSON: the Runner parses it before any hook runs.
+    """
+
+    def before_run(self, runner: Any) -> None:
+        """Check the neck's input channels against the backbone's outputs."""
+        check_neck_channels(runner.cfg)
+
+    def before_train(self, runner: Any) -> None:
+        """Check the training data and a checkpoint resumed by path."""
+        check_train_data(runner)
+        check_image_files(runner)
+        if runner.cfg.get('resume') and runner.cfg.get('load_from'):
+            check_checkpoint_fits(runner.model, runner.cfg.load_from)
+
+    def before_test(self, runner: Any) -> None:
+        """Check that the checkpoint under test is one of this model."""
+        if runner.cfg.get('load_from'):
+            check_checkpoint_fits(runner.model, runner.cfg.load_from)

@@ -1,0 +1,255 @@
+"""``train()`` and ``test()``: what ``tools/train.py`` and ``tools/test.py`` run, for mmdet and mmseg configs.
+
+The library is chosen by the config's ``default_scope`` (``mmdet`` or ``mmseg``); the flags are
+mmdet's (:mod:`.args`). Before a Runner is built the config is checked (:mod:`.config_checks`,
+:mod:`.data_checks`) so that the common mistakes fail with a message that says what to do; the
+checks that need the Runner's datasets and model run before ``runner.train()``/``runner.test()``.
+The Runner gets the atomic checkpoint backend, the label-value check and, in distributed runs,
+the rank-mean loss log; reproducible resumes are the config's choice (``ResumableRandomnessHook``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os.path as osp
+from collections.abc import Sequence
+from typing import Any
+
+from mmengine.config import Config, ConfigDict
+from mmengine.logging import print_log
+from mmengine.runner import Runner, load_checkpoint
+
+from ..checkpoint import allow_mmengine_checkpoints
+from ..datasets.wrappers import leaf_datasets
+from ..engine.hooks import LabelValuesHook, RankMeanLossHook
+from . import ConfigError
+from .args import test_parser, train_parser
+from .checkpoints import check_checkpoint_fits, checkpoint_shapes
+from .config_checks import amp_optim_wrapper, check_amp_device, check_pretrained, load_config
+from .data_checks import check_data, check_image_files, check_train_data, explain_failure
+from .distributed import distributed_run, on_rank_zero, prepare_cpu_distributed, set_local_rank
+from .resume import check_work_dir, resume_from
+
+__all__ = ['ConfigError', 'build_runner', 'test', 'test_config', 'test_parser', 'train', 'train_config', 'train_parser']
+
+
+def _setup(cfg: Config, args: argparse.Namespace) -> None:
+    """Settings common to training and testing: launcher, work dir, LOCAL_RANK."""
+    try:
+        set_local_rank(args.launcher, args.local_rank)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    cfg.launcher = args.launcher
+    if args.work_dir:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+
+
+def build_runner(cfg: Config) -> Runner:
+    """Build the Runner (a custom one if the config has ``runner_type``), CPU-distributed if needed."""
+    prepare_cpu_distributed(cfg, cfg.launcher)
+    if isinstance(cfg.get('visualizer'), dict):
+        # mmdet and mmseg name their visualizer 'visualizer': a second Runner in this process would get the
+        # first one's instance back and log into the first run's work dir. Unnamed, the Runner names it
+        # after its own run.
+        cfg.visualizer.pop('name', None)
+    if 'runner_type' in cfg:
+        from mmengine.registry import RUNNERS
+
+        runner = RUNNERS.build(cfg)
+    else:
+        runner = Runner.from_cfg(cfg)
+    if cfg.launcher != 'none':
+        runner.register_hook(RankMeanLossHook())
+    return runner
+
+
+def use_atomic_checkpoints(cfg: Config) -> None:
+    """Make the config's ``CheckpointHook`` write through the ``atomic_local`` backend (:mod:`mmpvt.engine.fileio`).
+
+    Left alone: a config without a checkpoint hook, one that already chooses a
+    backend (``backend_args`` or ``file_client_args``), or a remote ``out_dir``.
+    """
+    hook = (cfg.get('default_hooks') or {}).get('checkpoint')
+    if not hook or hook.get('backend_args') or hook.get('file_client_args'):
+        return
+    if '://' in str(hook.get('out_dir') or ''):
+        return
+    hook['backend_args'] = dict(backend='atomic_local')
+
+
+def train_config(args: argparse.Namespace) -> Config:
+    """The checked training config for parsed ``train_parser()`` arguments."""
+    cfg = load_config(args.config, args.cfg_options)
+    _setup(cfg, args)
+    if args.amp:
+        amp_optim_wrapper(cfg.optim_wrapper)
+    check_amp_device(cfg.optim_wrapper)
+    if args.auto_scale_lr:
+        if not {'enable', 'base_batch_size'} <= set(cfg.get('auto_scale_lr') or {}):
+            raise ConfigError(
+                f'{args.config} has no auto_scale_lr = dict(enable=..., base_batch_size=...): '
+                'cannot use --auto-scale-lr'
+            )
+        cfg.auto_scale_lr.enable = True
+    if args.resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume is not None:
+        if not osp.isfile(args.resume):
+            raise ConfigError(f'--resume: checkpoint file not found: {args.resume}')
+        cfg.resume, cfg.load_from = True, args.resume
+    else:
+        check_work_dir(cfg.work_dir)
+    check_pretrained(cfg)
+    check_data(cfg, ['train_dataloader', 'val_dataloader'])
+    use_atomic_checkpoints(cfg)
+    return cfg
+
+
+def validation_metrics(runner: Runner) -> dict[str, float]:
+    """The last validation metrics a Runner recorded (``{'coco/bbox_mAP': ...}``)."""
+    scalars = runner.message_hub.log_scalars
+    timings = ('val/time', 'val/data_time')
+    return {
+        key[len('val/') :]: float(buf.current())
+        for key, buf in scalars.items()
+        if key.startswith('val/') and key not in timings
+    }
+
+
+def train(argv: Sequence[str] | None = None) -> dict[str, float]:
+    """Entry point of ``tools/train.py``; returns the last validation metrics."""
+    allow_mmengine_checkpoints()
+    args = train_parser().parse_args(argv)
+    cfg = train_config(args)
+    with distributed_run(cfg):
+        return _train(cfg, args.resume)
+
+
+def _train(cfg: Config, resume: str | None) -> dict[str, float]:
+    chosen = resume_from(cfg, resume)
+    runner = build_runner(cfg)
+    if chosen is not None:
+        check_checkpoint_fits(runner.model, chosen.path, shapes=chosen.shapes)
+    check_train_data(runner)
+    check_image_files(runner)
+    runner.register_hook(LabelValuesHook())  # label-map values, checked batch by batch
+    try:
+        runner.train()
+    except Exception as err:  # a corrupt image, a pretrained file of another model: named by explain_failure
+        explained = explain_failure(cfg, err, ('train_dataloader', 'val_dataloader'))
+        if explained is None:
+            raise
+        raise explained from err
+    metrics = validation_metrics(runner)
+    if metrics:
+        summary = ', '.join(f'{k}={v:.4g}' for k, v in metrics.items())
+        print_log(f'final validation metrics: {summary}', logger='current')
+    return metrics
+
+
+def _enable_drawing(cfg: Config, show_dir: str) -> None:
+    hook = cfg.default_hooks.get('visualization')
+    if hook is None:
+        raise ConfigError('--show-dir needs default_hooks.visualization in the config')
+    hook['draw'] = True
+    if cfg.default_scope == 'mmdet':
+        hook['test_out_dir'] = show_dir
+    else:
+        hook['interval'] = 1
+        cfg.visualizer['save_dir'] = show_dir
+
+
+def _set_out(cfg: Config, out: str) -> None:
+    """``--out`` as mmdet's and mmseg's test.py take it: a .pkl of predictions, or a directory of label PNGs."""
+    if cfg.default_scope == 'mmdet':
+        if not out.endswith(('.pkl', '.pickle')):
+            raise ConfigError(f'--out must name a .pkl file for a detector (mmdet config), got {out}')
+        return  # DumpDetResults joins the evaluator once the runner exists (_test)
+    if osp.isfile(out):
+        raise ConfigError(f'--out names the directory for the predicted label maps (mmseg config); {out} is a file')
+    cfg.test_evaluator['output_dir'] = out
+
+
+#: mmdet's test.py defaults for --tta when a detector config has no tta_model / tta_pipeline.
+DET_TTA_MODEL = dict(type='DetTTAModel', tta_cfg=dict(nms=dict(type='nms', iou_threshold=0.5), max_per_img=100))
+DET_FLIP_TTA = dict(
+    type='TestTimeAug',
+    transforms=[
+        [dict(type='RandomFlip', prob=1.0), dict(type='RandomFlip', prob=0.0)],
+        [
+            dict(
+                type='PackDetInputs',
+                meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor', 'flip', 'flip_direction'),
+            )
+        ],
+    ],
+)
+
+
+def _enable_tta(cfg: Config) -> None:
+    """Wrap the model in the config's TTA model and test with its TTA pipeline (mmdet's/mmseg's ``--tta``)."""
+    if cfg.default_scope == 'mmdet':
+        if 'tta_model' not in cfg:
+            print_log('--tta: the config has no tta_model; using DetTTAModel (NMS 0.5)', logger='current', level=30)
+            cfg.tta_model = copy.deepcopy(DET_TTA_MODEL)
+        if 'tta_pipeline' not in cfg:
+            print_log('--tta: the config has no tta_pipeline; flipping the test pipeline', logger='current', level=30)
+            dataset = leaf_datasets(cfg.test_dataloader.dataset)[0]
+            cfg.tta_pipeline = [*copy.deepcopy(dataset.pipeline[:-1]), copy.deepcopy(DET_FLIP_TTA)]
+    else:
+        missing = [key for key in ('tta_model', 'tta_pipeline') if key not in cfg]
+        if missing:
+            raise ConfigError(f'--tta needs {" and ".join(missing)} in the config (mmseg configs get them from _base_)')
+    cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
+    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+
+
+def test_config(args: argparse.Namespace) -> Config:
+    """The checked test config for parsed ``test_parser()`` arguments."""
+    cfg = load_config(args.config, args.cfg_options)
+    _setup(cfg, args)
+    if not osp.isfile(args.checkpoint):
+        raise ConfigError(f'checkpoint file not found: {args.checkpoint}')
+    if args.out:
+        _set_out(cfg, args.out)
+    # Under --tta _test loads the checkpoint into the wrapped model: mmengine would load it into the
+    # TTA model, whose keys all start with 'module.'.
+    cfg.load_from = None if args.tta else args.checkpoint
+    if args.show_dir:
+        _enable_drawing(cfg, args.show_dir)
+    if args.tta:
+        _enable_tta(cfg)
+    check_data(cfg, ['test_dataloader'])
+    return cfg
+
+
+def test(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Entry point of ``tools/test.py``; returns the test metrics."""
+    allow_mmengine_checkpoints()
+    args = test_parser().parse_args(argv)
+    cfg = test_config(args)
+    with distributed_run(cfg):
+        return _test(cfg, args)
+
+
+def _test(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
+    runner = build_runner(cfg)
+    model = runner.model.module if args.tta else runner.model  # a TTA model holds the detector as .module
+    check_checkpoint_fits(model, args.checkpoint, shapes=on_rank_zero(checkpoint_shapes, args.checkpoint))
+    if args.tta:
+        load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True)
+    if args.out and cfg.default_scope == 'mmdet':  # mmseg's --out went into the IoU metric (_set_out)
+        from mmdet.evaluation import DumpDetResults
+
+        runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
+    runner.register_hook(LabelValuesHook())
+    try:
+        return runner.test()
+    except Exception as err:  # a corrupt image, a broken annotation file: named by explain_failure
+        explained = explain_failure(cfg, err, ('test_dataloader',))
+        if explained is None:
+            raise
+        raise explained from err
