@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TOY_CONFIGS, checkout_env
+from helpers import REPO, TOY_CONFIGS, checkout_env
 
 from mmpvt.apis import launch
 from mmpvt.apis.launch import ConfigError, train_config, train_parser
