@@ -1,4 +1,4 @@
-"""Broken files a user hands the tools end with one message naming the file, exit status 1 (issue 17).
+"""Broken files a user hands the tools end with one message naming the file, exit status 1.
 
 Each case runs the real ``tools/train.py`` or ``tools/test.py`` as a subprocess on data the test writes
 and damages: COCO annotation files, ADE20K label maps, images, config files, checkpoints and pretrained

@@ -1,4 +1,4 @@
-"""The GPU users' distributed path, checked on the CPU (issue 11, items 3, 4, 5 and 13).
+"""The GPU users' distributed path, checked on the CPU.
 
 * MPI and Slurm: ``LOCAL_RANK`` (what mmengine's DDP wrapper passes as ``device_ids``) is the
   launcher's local rank before the Runner is built, and equals the GPU mmengine's own

@@ -1,4 +1,4 @@
-"""The GPU users' tools, checked on the CPU (issue 11, items 10, 11 and 12).
+"""The GPU users' tools, checked on the CPU.
 
 * ``CpuAmpOptimWrapper`` never meets a GPU: a config naming it is refused where CUDA is available
   (``torch.cuda.is_available`` faked), the wrapper refuses parameters off the CPU, and the loss-scaler

@@ -1,4 +1,4 @@
-"""mmdet's and mmseg's own tools/train.py and tools/test.py run our configs (issue 15).
+"""mmdet's and mmseg's own tools/train.py and tools/test.py run our configs.
 
 The tools are the copies shipped in the mmdet and mmsegmentation wheels (``.mim/tools/``), run
 unmodified in subprocesses; the only thing that brings mmpvt in is the config's
