@@ -3,11 +3,6 @@
 _base_ = './fpn_pvt_t_512x512_40k_ade20k.py'
 
 model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='PVTv2',
-        arch='b0',
-        init_cfg=dict(type='Pretrained', checkpoint='pretrained/pvt_v2_b0.pth'),
-    ),
+    backbone=dict(type='PVTv2', arch='b0', init_cfg=dict(checkpoint='pretrained/pvt_v2_b0.pth')),
     neck=dict(in_channels=[32, 64, 160, 256]),
 )

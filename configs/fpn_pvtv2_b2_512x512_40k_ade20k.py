@@ -2,12 +2,4 @@
 # The recipe of fpn_pvt_t_512x512_40k_ade20k.py; official ImageNet weights converted on load.
 _base_ = './fpn_pvt_t_512x512_40k_ade20k.py'
 
-model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='PVTv2',
-        arch='b2',
-        init_cfg=dict(type='Pretrained', checkpoint='pretrained/pvt_v2_b2.pth'),
-    ),
-    neck=dict(in_channels=[64, 128, 320, 512]),
-)
+model = dict(backbone=dict(type='PVTv2', arch='b2', init_cfg=dict(checkpoint='pretrained/pvt_v2_b2.pth')))

@@ -3,20 +3,11 @@
 # mask_rcnn_pvt_v2_b2_fpn_3x_mstrain.py: AdamW lr 1e-4, weight decay 0.05, 36 epochs (steps 27, 33),
 # 8 GPUs x 2 images, and fp32: unlike its other 3x configs, this one trains without fp16.
 _base_ = [
-    'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
+    './_base_/models/mask_rcnn_pvt_t_fpn.py',
     './_base_/datasets/coco_instance_ms_crop.py',
     './_base_/schedules/det_adamw_3x.py',
     'mmdet::_base_/default_runtime.py',
 ]
-custom_imports = dict(imports=['mmpvt'], allow_failed_imports=False)
 
-model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='PVTv2',
-        arch='b2',
-        init_cfg=dict(type='Pretrained', checkpoint='pretrained/pvt_v2_b2.pth'),
-    ),
-    neck=dict(in_channels=[64, 128, 320, 512]),
-)
+model = dict(backbone=dict(type='PVTv2', arch='b2', init_cfg=dict(checkpoint='pretrained/pvt_v2_b2.pth')))
 optim_wrapper = dict(type='OptimWrapper')

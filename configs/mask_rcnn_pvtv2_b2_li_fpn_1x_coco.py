@@ -3,12 +3,4 @@
 # (pvt_v2_b2_li.pth) are converted on load.
 _base_ = './mask_rcnn_pvt_t_fpn_1x_coco.py'
 
-model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='PVTv2',
-        arch='b2_li',
-        init_cfg=dict(type='Pretrained', checkpoint='pretrained/pvt_v2_b2_li.pth'),
-    ),
-    neck=dict(in_channels=[64, 128, 320, 512]),
-)
+model = dict(backbone=dict(type='PVTv2', arch='b2_li', init_cfg=dict(checkpoint='pretrained/pvt_v2_b2_li.pth')))

@@ -4,11 +4,6 @@
 _base_ = './retinanet_pvt_t_fpn_1x_coco.py'
 
 model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='PVTv2',
-        arch='b0',
-        init_cfg=dict(type='Pretrained', checkpoint='pretrained/pvt_v2_b0.pth'),
-    ),
+    backbone=dict(type='PVTv2', arch='b0', init_cfg=dict(checkpoint='pretrained/pvt_v2_b0.pth')),
     neck=dict(in_channels=[32, 64, 160, 256]),
 )

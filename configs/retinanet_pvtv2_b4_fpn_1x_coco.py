@@ -3,15 +3,7 @@
 # (pvt_v2_b4.pth) are converted on load.
 _base_ = './retinanet_pvt_t_fpn_1x_coco.py'
 
-model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='PVTv2',
-        arch='b4',
-        init_cfg=dict(type='Pretrained', checkpoint='pretrained/pvt_v2_b4.pth'),
-    ),
-    neck=dict(in_channels=[64, 128, 320, 512]),
-)
+model = dict(backbone=dict(type='PVTv2', arch='b4', init_cfg=dict(checkpoint='pretrained/pvt_v2_b4.pth')))
 
 # As in the official release, b4 and b5 train with 1 image per GPU (8 in total) and lr / 1.4.
 train_dataloader = dict(batch_size=1)

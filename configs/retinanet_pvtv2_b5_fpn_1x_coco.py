@@ -1,19 +1,6 @@
 # Retinanet with a PVTv2-b5 backbone, COCO 1x (PVTv2 paper: 46.2 box AP).
-# The PVT recipe of retinanet_pvt_t_fpn_1x_coco.py with the v2 backbone; the official ImageNet weights
-# (pvt_v2_b5.pth) are converted on load.
-_base_ = './retinanet_pvt_t_fpn_1x_coco.py'
+# The recipe of retinanet_pvtv2_b4_fpn_1x_coco.py (1 image per GPU, lr / 1.4) with the b5 backbone;
+# the official ImageNet weights (pvt_v2_b5.pth) are converted on load.
+_base_ = './retinanet_pvtv2_b4_fpn_1x_coco.py'
 
-model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='PVTv2',
-        arch='b5',
-        init_cfg=dict(type='Pretrained', checkpoint='pretrained/pvt_v2_b5.pth'),
-    ),
-    neck=dict(in_channels=[64, 128, 320, 512]),
-)
-
-# As in the official release, b4 and b5 train with 1 image per GPU (8 in total) and lr / 1.4.
-train_dataloader = dict(batch_size=1)
-optim_wrapper = dict(optimizer=dict(lr=1e-4 / 1.4))
-auto_scale_lr = dict(base_batch_size=8)
+model = dict(backbone=dict(arch='b5', init_cfg=dict(checkpoint='pretrained/pvt_v2_b5.pth')))

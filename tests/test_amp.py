@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import logged_records, small_config
+from helpers import logged_records, small_config
 from mmengine.logging import MMLogger
 from torch import nn
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import logged_records, small_config
+from helpers import logged_records, small_config
 from mmengine.config import Config
 
 from mmpvt.launch import ConfigError

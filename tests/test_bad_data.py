@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, TOY_CONFIGS, logged_records, small_config
+from helpers import REPO, TOY_CONFIGS, logged_records, small_config
 from mmcv.transforms import LoadImageFromFile
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, TOY_CONFIGS, checkout_env, small_config
+from helpers import REPO, TOY_CONFIGS, checkout_env, small_config
 from PIL import Image
 
 pytestmark = pytest.mark.slow

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import copy
-import functools
 import hashlib
-import importlib.util
 import logging
 import re
 from pathlib import Path
@@ -14,70 +11,21 @@ from types import ModuleType
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import (
+    MMDET_ARCHS,
+    RETINANET,
+    fresh_pvt,
+    load_cli,
+    mmdet_numerics_pvt,
+    randomize_,
+    stage_diffs,
+    to_official,
+)
 from mmengine.logging import MMLogger
 
 from mmpvt import PVT
 from mmpvt.checkpoint import load_pretrained
 from mmpvt.convert import convert_state_dict, convert_with_report
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Overwrite every parameter in place with distinct random values, so a swapped or misplaced one shows.
-
-    LayerNorm scales ~ 0.5 ± 0.1, other weights ~ 0.5/sqrt(fan-in), biases and position embeddings
-    ~ 0.1: stage outputs then have a standard deviation of about 0.5-1 (max |x| about 3-5), the scale at
-    which fp32 rounding stays below the 1e-5 absolute tolerance of the parity tests (it grows with it).
-    """
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            noise = torch.randn(param.shape, generator=gen)
-            if param.ndim == 1 and name.endswith('weight'):  # LayerNorm scales are the only 1-D weights
-                param.copy_(0.5 + 0.1 * noise)
-            elif param.ndim == 1 or name.endswith('pos_embed'):
-                param.copy_(0.1 * noise)
-            else:
-                param.copy_(0.5 * noise / param[0].numel() ** 0.5)
-    return model
-
-
-def to_official(state_dict: dict[str, torch.Tensor], seed: int = 0) -> dict[str, torch.Tensor]:
-    """An mmpvt state dict in the official whai362/PVT layout (the inverse of mmpvt's converter).
-
-    ``stages.{i}.patch_embed.*`` -> ``patch_embed{i+1}.*``, ``stages.{i}.pos_embed`` ->
-    ``pos_embed{i+1}``, ``stages.{i}.blocks.{j}.*`` -> ``block{i+1}.{j}.*`` with ``mlp.dwconv``
-    -> ``mlp.dwconv.dwconv``, ``stages.{i}.norm.*`` -> ``norm{i+1}.*``. Like the release, it
-    adds a class-token entry in front of ``pos_embed4`` (49 -> 50) and the classifier's
-    ``cls_token``, ``norm.*`` and ``head.*``, all random (a backbone must drop them).
-    """
-    gen, out = torch.Generator().manual_seed(seed), {}
-    for key, value in state_dict.items():
-        stage, part, rest = re.fullmatch(r'stages\.(\d+)\.(patch_embed|pos_embed|blocks|norm)\.?(.*)', key).groups()
-        s = int(stage) + 1
-        new = {'patch_embed': f'patch_embed{s}.', 'pos_embed': f'pos_embed{s}', 'blocks': f'block{s}.'}
-        out[new.get(part, f'norm{s}.') + rest.replace('mlp.dwconv.', 'mlp.dwconv.dwconv.')] = value.clone()
-    dims = out['patch_embed4.proj.weight'].shape[0]
-    if 'pos_embed4' in out:
-        out['pos_embed4'] = torch.cat([torch.randn(1, 1, dims, generator=gen), out['pos_embed4']], dim=1)
-    out['cls_token'] = torch.randn(1, 1, dims, generator=gen)
-    out['norm.weight'], out['norm.bias'] = torch.randn(dims, generator=gen), torch.randn(dims, generator=gen)
-    out['head.weight'], out['head.bias'] = torch.randn(1000, dims, generator=gen), torch.randn(1000, generator=gen)
-    return out
-
-
-@functools.cache
-def _built(arch: str, pretrain_img_size: int = 224) -> PVT:
-    torch.manual_seed(123)
-    return PVT(arch, drop_path_rate=0.0, pretrain_img_size=pretrain_img_size).eval()
-
-
-def fresh_pvt(arch: str, *, pretrain_img_size: int = 224, init_cfg: dict | None = None) -> PVT:
-    """A default-initialised PVT (copied from a cache: building one runs seconds of trunc_normal_)."""
-    model = copy.deepcopy(_built(arch, pretrain_img_size))
-    model.init_cfg = init_cfg
-    return model
 
 
 def random_pvt(arch: str, seed: int = 0) -> PVT:
@@ -279,7 +227,6 @@ def test_whole_mmdet_detector_checkpoint_loads_through_init_cfg(tmp_path: Path, 
     """A RetinaNet trained with mmdet's own PVT: ``init_cfg`` takes its ``backbone.`` part, converted."""
     from mmdet.registry import MODELS as MMDET_MODELS
     from mmengine.registry import DefaultScope
-    from test_parity import MMDET_ARCHS, RETINANET, mmdet_numerics_pvt, stage_diffs
 
     in_channels = list(fresh_pvt(arch).out_channels)
     torch.manual_seed(0)
@@ -327,14 +274,6 @@ def test_missing_and_unexpected_keys_are_logged_by_name(tmp_path: Path) -> None:
 
 
 # --- the command-line tool ------------------------------------------------------------------------
-
-
-def load_cli() -> ModuleType:
-    """tools/model_converters/pvt2mmpvt.py as a module, to call its ``main(argv)`` in-process."""
-    spec = importlib.util.spec_from_file_location('pvt2mmpvt', REPO / 'tools/model_converters/pvt2mmpvt.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope='module')

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import VARIANTS
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
@@ -12,26 +13,6 @@ import mmpvt
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / 'configs'
 CONFIGS = sorted(p for p in CONFIG_DIR.rglob('*.py') if '_base_' not in p.parts)
-FAMILIES = ('retinanet_pvt_{}_fpn_1x_coco', 'mask_rcnn_pvt_{}_fpn_1x_coco')
-SEG_FAMILIES = ('fpn_pvt_{}_512x512_40k_ade20k', 'upernet_pvt_{}_512x512_160k_ade20k')
-ARCHS = {'t': 'tiny', 's': 'small', 'm': 'medium', 'l': 'large'}
-V2_ARCHS = ('b0', 'b1', 'b2', 'b3', 'b4', 'b5')
-
-#: config name -> (backbone type, arch, pretrained checkpoint) of every full-size config.
-VARIANTS = {
-    **{
-        family.format(short): ('PVT', arch, f'pretrained/pvt_{arch}.pth')
-        for family in FAMILIES + SEG_FAMILIES
-        for short, arch in ARCHS.items()
-    },
-    **{
-        f'{family}_pvtv2_{arch}_fpn_1x_coco': ('PVTv2', arch, f'pretrained/pvt_v2_{arch}.pth')
-        for family in ('retinanet', 'mask_rcnn')
-        for arch in (*V2_ARCHS, 'b2_li')
-    },
-    **{f'fpn_pvtv2_{arch}_512x512_40k_ade20k': ('PVTv2', arch, f'pretrained/pvt_v2_{arch}.pth') for arch in V2_ARCHS},
-    'upernet_pvtv2_b2_512x512_160k_ade20k': ('PVTv2', 'b2', 'pretrained/pvt_v2_b2.pth'),
-}
 
 
 def registry_of(scope: str):
@@ -49,15 +30,6 @@ def neck_in_channels(cfg: Config) -> list[int]:
     if 'neck' in cfg.model:
         return list(cfg.model.neck.in_channels)
     return list(cfg.model.decode_head.in_channels)
-
-
-def test_the_expected_configs_exist() -> None:
-    """The 16 v1 configs, the 21 v2 ones and the 19 of the release's other detectors (and beyond,
-    tests/test_release_configs.py) are all there, and nothing else at the top level."""
-    from test_release_configs import RECIPES as RELEASE_RECIPES
-
-    assert len(VARIANTS) == 16 + 21 and len(RELEASE_RECIPES) == 19
-    assert sorted(p.stem for p in CONFIGS if p.parent == CONFIG_DIR) == sorted([*VARIANTS, *RELEASE_RECIPES])
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=[str(p.relative_to(CONFIG_DIR)) for p in CONFIGS])

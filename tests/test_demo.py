@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -10,26 +9,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
-from conftest import checkout_env
-from mmengine.config import Config
-from mmengine.registry import DefaultScope
+from helpers import checkout_env, save_checkpoint
 
 from mmpvt.checkpoint import allow_mmengine_checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / 'tools' / 'demo.py'
-
-
-def save_checkpoint(config: Path, path: Path) -> None:
-    """An untrained model saved the way mmengine's CheckpointHook saves (state_dict + meta)."""
-    cfg = Config.fromfile(str(config))
-    registry = importlib.import_module(f'{cfg.default_scope}.registry').MODELS
-    torch.manual_seed(0)
-    with DefaultScope.overwrite_default_scope(cfg.default_scope):
-        model = registry.build(cfg.model)
-    meta = dict(dataset_meta=dict(classes=tuple(cfg.get('metainfo', {}).get('classes', ()))), epoch=np.int64(1))
-    torch.save(dict(state_dict=model.state_dict(), meta=meta), path)
 
 
 def write_images(folder: Path, n: int) -> None:

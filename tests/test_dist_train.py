@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, TINY, TOY_CONFIGS, checkout_env
+from helpers import REPO, TINY, TOY_CONFIGS, checkout_env
 
 from mmpvt.checkpoint import load_file
 

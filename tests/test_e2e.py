@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, checkout_env, toy_config
+from helpers import REPO, checkout_env, logged_test_metrics, toy_config
 
 from mmpvt.launch import main as launch
 
@@ -50,12 +50,6 @@ def short_schedule(cfg, dump_path: Path) -> str:
         if 'score_thr' in stage:
             stage.update(score_thr=0.0, max_per_img=20)
     return checkpoint
-
-
-def logged_test_metrics(work_dir: Path) -> dict[str, float]:
-    """The metrics tools/test.py logged to WORK_DIR/TIMESTAMP/TIMESTAMP.json."""
-    (log,) = work_dir.glob('*/*.json')
-    return json.loads(log.read_text().splitlines()[-1])
 
 
 def predictions(path: Path) -> list[np.ndarray]:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TOY_CONFIGS, checkout_env
+from helpers import REPO, TOY_CONFIGS, checkout_env
 
 from mmpvt.launch import ConfigError
 from mmpvt.launch import main as launch

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import checkout_env
+from helpers import checkout_env
 
 from mmpvt import PVT
 from mmpvt.export import export_onnx, max_abs_diffs

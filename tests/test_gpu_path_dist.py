@@ -26,7 +26,7 @@ import pytest
 import torch
 import torch.distributed as torch_dist
 import torch.multiprocessing as mp
-from conftest import REPO, TOY_CONFIGS, small_config
+from helpers import REPO, TOY_CONFIGS, small_config
 from mmdet.registry import MODELS
 from mmdet.utils import register_all_modules
 from mmengine.config import Config

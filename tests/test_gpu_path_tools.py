@@ -20,7 +20,7 @@ from types import ModuleType
 
 import pytest
 import torch
-from conftest import REPO, TOY_CONFIGS, checkout_env
+from helpers import REPO, TOY_CONFIGS, checkout_env
 from mmengine.config import Config
 from mmengine.logging import MMLogger
 from mmengine.optim import AmpOptimWrapper

@@ -8,8 +8,7 @@ import statistics
 from pathlib import Path
 
 import pytest
-from conftest import TINY, logged_records, toy_config
-from test_demo import save_checkpoint
+from helpers import TINY, logged_records, save_checkpoint, toy_config
 
 from mmpvt.datasets import make_toy_ade
 from mmpvt.launch import main as launch

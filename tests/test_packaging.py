@@ -79,6 +79,7 @@ def test_the_wheel_carries_every_config_and_the_model_index(wheel: Path) -> None
     assert not any(name.startswith('configs/') for name in names)  # no top-level 'configs' package
 
 
+@pytest.mark.slow  # installs the wheel into a virtual environment, then runs configs there: 20-30 s
 def test_a_user_config_inherits_an_mmpvt_config_from_another_folder(venv_python: Path, tmp_path: Path) -> None:
     """From an unrelated folder: a two-level chain (relative bases inside the package, mmdet:: bases below)."""
     (tmp_path / 'my_retinanet.py').write_text(
@@ -102,6 +103,7 @@ print(json.dumps(dict(
     assert result['cascade'] == ['CascadeRCNN', 'b2_li', 'AmpOptimWrapper', 36]
 
 
+@pytest.mark.slow  # installs the wheel into a virtual environment, then runs configs there: 20-30 s
 def test_what_mmengine_refuses(venv_python: Path, tmp_path: Path) -> None:
     """mmengine 0.10.7: no ``mmpvt::`` before mmpvt is in MODULE2PACKAGE, and never without a folder."""
     (tmp_path / 'flat.py').write_text("_base_ = 'mmpvt::retinanet_pvt_s_fpn_1x_coco.py'\n")

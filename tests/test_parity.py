@@ -15,24 +15,25 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import (
+    MMDET_ARCHS,
+    RETINANET,
+    fresh_pvt,
+    load_cli,
+    mmdet_numerics_pvt,
+    randomize_,
+    stage_diffs,
+    to_official,
+)
 from mmdet.models.backbones.pvt import pvt_convert
 from mmdet.registry import MODELS as MMDET_MODELS
 from mmengine.config import ConfigDict
 from mmengine.registry import DefaultScope
 from mmengine.runner import load_checkpoint
-from test_checkpoint import fresh_pvt, load_cli, randomize_, to_official
 
-from mmpvt import PVT
 from mmpvt.checkpoint import load_pretrained
 
 TOL = 1e-5
-#: mmdet's keyword arguments for each variant (its defaults are PVT-S / PVTv2-b2 otherwise).
-MMDET_ARCHS = {
-    'tiny': dict(type='PyramidVisionTransformer', num_layers=[2, 2, 2, 2]),
-    'small': dict(type='PyramidVisionTransformer', num_layers=[3, 4, 6, 3]),
-    'b0': dict(type='PyramidVisionTransformerV2', embed_dims=32, num_layers=[2, 2, 2, 2]),
-    'b2': dict(type='PyramidVisionTransformerV2', num_layers=[3, 4, 6, 3]),
-}
 V1_SIZES = [(224, 224), (512, 640)]
 V2_SIZES = [(224, 224), (200, 328)]  # 200×328: maps of 50×82, 25×41, 13×21, 7×11 (uneven SR windows)
 CASES = [(a, s) for a in ('tiny', 'small') for s in V1_SIZES] + [(a, s) for a in ('b0', 'b2') for s in V2_SIZES]
@@ -40,25 +41,9 @@ CASES = [(a, s) for a in ('tiny', 'small') for s in V1_SIZES] + [(a, s) for a in
 OFFICIAL_CASES = [case for case in CASES if case[0] != 'b2']
 
 
-def mmdet_numerics_pvt(arch: str, init_cfg: dict | None = None) -> PVT:
-    """An mmpvt PVT with mmdet's LayerNorm eps (1e-6 after the patch embedding and SR reduction too)."""
-    torch.manual_seed(123)
-    return PVT(arch, drop_path_rate=0.0, embed_norm_eps=1e-6, init_cfg=init_cfg).eval()
-
-
 def build_mmdet(arch: str, **kwargs) -> torch.nn.Module:
     torch.manual_seed(0)
     return MMDET_MODELS.build(dict(MMDET_ARCHS[arch], drop_path_rate=0.0, **kwargs))
-
-
-def stage_diffs(ours: torch.nn.Module, theirs: torch.nn.Module, image_hw: tuple[int, int]) -> list[float]:
-    """Max abs difference of each stage's output on one random image."""
-    image = torch.randn(1, 3, *image_hw, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        outs, refs = ours(image), theirs(image)
-    assert [o.shape for o in outs] == [r.shape for r in refs]
-    assert all(r.abs().max() > 0.1 for r in refs)  # a real signal, not a collapsed one
-    return [(o - r).abs().max().item() for o, r in zip(outs, refs, strict=True)]
 
 
 @pytest.fixture(scope='module')
@@ -232,29 +217,6 @@ def test_b2_li_matches_the_papers_equations(b2_li_official, image_hw: tuple[int,
 
 
 # --- a whole detector trained with mmdet's PVT moves over -----------------------------------------
-
-RETINANET = dict(
-    type='RetinaNet',
-    data_preprocessor=dict(type='DetDataPreprocessor', mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375]),
-    neck=dict(type='FPN', in_channels=[64, 128, 320, 512], out_channels=32, start_level=1, num_outs=5),
-    bbox_head=dict(
-        type='RetinaHead',
-        num_classes=3,
-        in_channels=32,
-        stacked_convs=1,
-        feat_channels=32,
-        anchor_generator=dict(
-            type='AnchorGenerator',
-            octave_base_scale=4,
-            scales_per_octave=3,
-            ratios=[0.5, 1.0, 2.0],
-            strides=[8, 16, 32, 64, 128],
-        ),
-        bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[0.0] * 4, target_stds=[1.0] * 4),
-        loss_cls=dict(type='FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=1.0),
-        loss_bbox=dict(type='L1Loss', loss_weight=1.0),
-    ),
-)
 
 
 def test_whole_mmdet_retinanet_checkpoint_moves_over(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import MAX_EPOCHS, REPO, checkout_env, logged_records, small_config
+from helpers import MAX_EPOCHS, REPO, checkout_env, logged_records, small_config
 
 from mmpvt.checkpoint import allow_mmengine_checkpoints, load_file
 from mmpvt.engine.fileio import AtomicLocalBackend

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, TINY
+from helpers import REPO, TINY
 
 from mmpvt import PVTv2
 

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, checkout_env
+from helpers import REPO, checkout_env
 
 PRINT_MMPVT = 'import mmpvt, pathlib; print(pathlib.Path(mmpvt.__file__).resolve())'
 
@@ -86,4 +86,4 @@ def test_every_subprocess_of_the_tool_tests_gets_an_environment() -> None:
             and node.func.value.id == 'subprocess'
         ]
         without_env = [node.lineno for node in calls if not any(k.arg == 'env' for k in node.keywords)]
-        assert calls and not without_env, f'{path.name}, lines {without_env}: pass env=checkout_env() (conftest)'
+        assert calls and not without_env, f'{path.name}, lines {without_env}: pass env=checkout_env() (helpers)'

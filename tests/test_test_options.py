@@ -11,8 +11,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, checkout_env, small_config, toy_config
-from test_demo import save_checkpoint
+from helpers import REPO, checkout_env, save_checkpoint, small_config, toy_config
 
 from mmpvt.checkpoint import load_file
 

@@ -21,9 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import REPO, checkout_env, small_config
-from test_demo import save_checkpoint
-from test_e2e import logged_test_metrics
+from helpers import REPO, checkout_env, logged_test_metrics, save_checkpoint, small_config
 
 #: Stands in for srun: records its arguments and environment, starts nothing.
 FAKE_SRUN = """#!/usr/bin/env bash
@@ -167,7 +165,7 @@ def test_dist_script_hands_torchrun_the_nodes(script: str, tmp_path: Path) -> No
 
 @pytest.fixture(scope='module')
 def tiny_detector(toy_coco: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(config, checkpoint) of an untrained small toy RetinaNet-PVT-T (conftest's ``small_config``).
+    """(config, checkpoint) of an untrained small toy RetinaNet-PVT-T (helpers' ``small_config``).
 
     It keeps its 20 best boxes per image: an untrained detector scores below the default threshold.
     """

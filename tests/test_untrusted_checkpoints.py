@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, TINY, checkout_env
+from helpers import REPO, TINY, checkout_env
 from mmengine.logging import HistoryBuffer
 
 from mmpvt import PVT

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import checkout_env
+from helpers import checkout_env
 
 from mmpvt import PVT
 from mmpvt.visualization import image_to_tensor, stage_attention

@@ -2,14 +2,21 @@
 # Distributed training with torchrun: tools/dist_train.sh CONFIG GPUS [train.py args...]
 # Multi-node: NNODES, NODE_RANK, MASTER_ADDR and PORT (default 29500). Without CUDA the
 # GPUS processes run on the CPU with the gloo backend. PYTHON picks the interpreter.
+# tools/dist_test.sh starts test.py the same way, through: dist_train.sh --test CONFIG CHECKPOINT GPUS [...].
 set -euo pipefail
-CONFIG=$1
-GPUS=$2
+HERE=$(cd "$(dirname "$0")" && pwd)
+if [[ ${1:-} == --test ]]; then
+    TOOL=("$HERE/test.py" "$2" "$3")  # CONFIG CHECKPOINT
+    shift 3
+else
+    TOOL=("$HERE/train.py" "$1")  # CONFIG
+    shift
+fi
+GPUS=$1
 NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
-HERE=$(cd "$(dirname "$0")" && pwd)
 
 PYTHONPATH="$HERE/..${PYTHONPATH:+:$PYTHONPATH}" \
 "${PYTHON:-python3}" -m torch.distributed.run \
@@ -18,4 +25,4 @@ PYTHONPATH="$HERE/..${PYTHONPATH:+:$PYTHONPATH}" \
     --master_addr="$MASTER_ADDR" \
     --master_port="$PORT" \
     --nproc_per_node="$GPUS" \
-    "$HERE/train.py" "$CONFIG" --launcher pytorch "${@:3}"
+    "${TOOL[@]}" --launcher pytorch "${@:2}"

@@ -1,21 +1,18 @@
-# COCO boxes and masks with the augmentation of coco_detection_ms_crop.py (official PVTv2 3x configs).
-_base_ = 'mmdet::_base_/datasets/coco_instance.py'
+# COCO boxes and masks with the augmentation of coco_detection_ms_crop.py (official PVTv2 3x configs): its
+# annotations are loaded with masks and evaluated on boxes and masks, as mmdet's coco_instance.py does to
+# its coco_detection.py.
+_base_ = './coco_detection_ms_crop.py'
 
-train_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=None),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(
-        type='RandomChoice',
-        transforms=[
-            [dict(type='RandomChoiceResize', scales=[(s, 1333) for s in range(480, 801, 32)], keep_ratio=True)],
-            [
-                dict(type='RandomChoiceResize', scales=[(400, 1333), (500, 1333), (600, 1333)], keep_ratio=True),
-                dict(type='RandomCrop', crop_type='absolute_range', crop_size=(384, 600), allow_negative_crop=True),
-                dict(type='RandomChoiceResize', scales=[(s, 1333) for s in range(480, 801, 32)], keep_ratio=True),
-            ],
-        ],
-    ),
-    dict(type='PackDetInputs'),
-]
+
+def with_masks(pipeline: list) -> list:
+    """The transforms of ``pipeline``, the annotations loaded with masks."""
+    return [dict(t, with_mask=True) if t.type == 'LoadAnnotations' else t for t in pipeline]
+
+
+train_pipeline = with_masks(_base_.train_pipeline)
+test_pipeline = with_masks(_base_.test_pipeline)
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
+# The loaders' own pipeline: read from an mmdet:: base as ``test_pipeline``, the transforms would carry a
+# ``_scope_`` key that mmdet's coco_instance.py loaders do not have.
+val_dataloader = test_dataloader = dict(dataset=dict(pipeline=with_masks(_base_.val_dataloader.dataset.pipeline)))
+val_evaluator = test_evaluator = dict(metric=['bbox', 'segm'])

@@ -1,0 +1,283 @@
+"""Helpers that several test files share: paths and subprocess environments, the toy configs made small and
+pointed at test data, what a run logged, random models and their official and mmdet references, the variant
+configs. Fixtures and hooks live in ``conftest.py``; test files import these names from here.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import importlib
+import importlib.util
+import json
+import os
+import re
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import torch
+from mmengine.config import Config
+from mmengine.registry import DefaultScope
+
+from mmpvt import PVT
+
+REPO = Path(__file__).resolve().parents[1]
+TOY_CONFIGS = REPO / 'configs' / 'toy'
+TINY = 64  # image side of the test datasets
+
+
+def checkout_env(*, extra_path: tuple[str | os.PathLike[str], ...] = (), **overrides: str) -> dict[str, str]:
+    """The environment for a subprocess that must import this checkout's mmpvt.
+
+    ``import mmpvt`` would otherwise resolve through the installed (editable) package, which may point at
+    another clone. The repository root goes first on PYTHONPATH, then ``extra_path``, then what was inherited.
+
+    Args:
+        extra_path: more folders for PYTHONPATH, after the repository root.
+        **overrides: variables set on top of this process's environment.
+    """
+    env = {**os.environ, **overrides}
+    inherited = [p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p]
+    env['PYTHONPATH'] = os.pathsep.join([str(REPO), *map(str, extra_path), *inherited])
+    return env
+
+
+# --- toy configs and what their runs wrote ------------------------------------------------------
+
+
+def point_to_data(cfg: Config, data_root: Path) -> Config:
+    """Make every dataloader and the COCO evaluators of a toy config read ``data_root`` (TINY-pixel images)."""
+    root = str(data_root / 'ADEChallengeData2016') if cfg.default_scope == 'mmseg' else str(data_root)
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[loader].dataset.data_root = root
+        cfg[loader].num_workers = 0
+        cfg[loader].persistent_workers = False
+        for transform in cfg[loader].dataset.pipeline:
+            if transform.type == 'Resize':
+                transform.scale = (TINY, TINY)
+    for evaluator in ('val_evaluator', 'test_evaluator'):
+        if 'ann_file' in cfg[evaluator]:
+            cfg[evaluator].ann_file = str(data_root / 'annotations' / 'instances_val2017.json')
+    if cfg.default_scope == 'mmseg':
+        cfg.model.data_preprocessor.size = (TINY, TINY)
+    return cfg
+
+
+def toy_config(name: str, data_root: Path, work_dir: Path) -> Config:
+    """``configs/toy/NAME.py`` reading ``data_root`` and writing to ``work_dir``."""
+    cfg = point_to_data(Config.fromfile(str(TOY_CONFIGS / f'{name}.py')), data_root)
+    cfg.work_dir = str(work_dir)
+    cfg.launcher = 'none'
+    return cfg
+
+
+MAX_EPOCHS = 5  # 8 images / batch 2 = 4 iterations per epoch: 20 iterations
+
+#: Toy RetinaNet-PVT-T made small for a test: depths (1, 1, 1, 1), 32-channel FPN and head,
+#: 64-pixel images, a checkpoint every epoch, no validation.
+SMALL_CONFIG = """
+_base_ = '{base}'
+data_root = '{data_root}/'
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='Resize', scale=(64, 64), keep_ratio=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackDetInputs'),
+]
+loader = dict(num_workers=0, persistent_workers=False)
+train_dataloader = dict(batch_size=2, **loader, dataset=dict(data_root=data_root, pipeline=train_pipeline))
+val_dataloader = dict(batch_size=2, **loader, dataset=dict(data_root=data_root))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
+test_evaluator = val_evaluator
+model = dict(
+    backbone=dict(depths=(1, 1, 1, 1)),
+    neck=dict(out_channels=32),
+    bbox_head=dict(in_channels=32, feat_channels=32, stacked_convs=1),
+    data_preprocessor=dict(pad_size_divisor=32),
+)
+max_epochs = {max_epochs}
+train_cfg = dict(max_epochs=max_epochs, val_begin=1000)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=8),
+    dict(type='CosineAnnealingLR', eta_min=1e-5, begin=0, end=max_epochs, by_epoch=True, convert_to_iter_based=True),
+]
+default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1))
+randomness = dict(seed=0, deterministic=True)
+"""
+
+
+def small_config(path: Path, data_root: Path, max_epochs: int = MAX_EPOCHS) -> Path:
+    """The small toy RetinaNet config reading ``data_root``, written to ``path``."""
+    base = TOY_CONFIGS / 'retinanet_pvt_t_fpn_toy_coco.py'
+    path.write_text(SMALL_CONFIG.format(base=base, data_root=data_root, max_epochs=max_epochs))
+    return path
+
+
+def logged_records(work_dir: Path) -> list[dict]:
+    """Every record of the Runner's ``scalars.json`` logs, over every run (timestamped folder) of a work dir."""
+    return [
+        json.loads(line)
+        for log in sorted(work_dir.glob('*/vis_data/scalars.json'))
+        for line in log.read_text().splitlines()
+    ]
+
+
+def logged_test_metrics(work_dir: Path) -> dict[str, float]:
+    """The metrics tools/test.py logged to WORK_DIR/TIMESTAMP/TIMESTAMP.json."""
+    (log,) = work_dir.glob('*/*.json')
+    return json.loads(log.read_text().splitlines()[-1])
+
+
+def save_checkpoint(config: Path, path: Path) -> None:
+    """An untrained model saved the way mmengine's CheckpointHook saves (state_dict + meta)."""
+    cfg = Config.fromfile(str(config))
+    registry = importlib.import_module(f'{cfg.default_scope}.registry').MODELS
+    torch.manual_seed(0)
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        model = registry.build(cfg.model)
+    meta = dict(dataset_meta=dict(classes=tuple(cfg.get('metainfo', {}).get('classes', ()))), epoch=np.int64(1))
+    torch.save(dict(state_dict=model.state_dict(), meta=meta), path)
+
+
+# --- random models and their references ---------------------------------------------------------
+
+
+def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Overwrite every parameter in place with distinct random values, so a swapped or misplaced one shows.
+
+    LayerNorm scales ~ 0.5 ± 0.1, other weights ~ 0.5/sqrt(fan-in), biases and position embeddings
+    ~ 0.1: stage outputs then have a standard deviation of about 0.5-1 (max |x| about 3-5), the scale at
+    which fp32 rounding stays below the 1e-5 absolute tolerance of the parity tests (it grows with it).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            noise = torch.randn(param.shape, generator=gen)
+            if param.ndim == 1 and name.endswith('weight'):  # LayerNorm scales are the only 1-D weights
+                param.copy_(0.5 + 0.1 * noise)
+            elif param.ndim == 1 or name.endswith('pos_embed'):
+                param.copy_(0.1 * noise)
+            else:
+                param.copy_(0.5 * noise / param[0].numel() ** 0.5)
+    return model
+
+
+def to_official(state_dict: dict[str, torch.Tensor], seed: int = 0) -> dict[str, torch.Tensor]:
+    """An mmpvt state dict in the official whai362/PVT layout (the inverse of mmpvt's converter).
+
+    ``stages.{i}.patch_embed.*`` -> ``patch_embed{i+1}.*``, ``stages.{i}.pos_embed`` ->
+    ``pos_embed{i+1}``, ``stages.{i}.blocks.{j}.*`` -> ``block{i+1}.{j}.*`` with ``mlp.dwconv``
+    -> ``mlp.dwconv.dwconv``, ``stages.{i}.norm.*`` -> ``norm{i+1}.*``. Like the release, it
+    adds a class-token entry in front of ``pos_embed4`` (49 -> 50) and the classifier's
+    ``cls_token``, ``norm.*`` and ``head.*``, all random (a backbone must drop them).
+    """
+    gen, out = torch.Generator().manual_seed(seed), {}
+    for key, value in state_dict.items():
+        stage, part, rest = re.fullmatch(r'stages\.(\d+)\.(patch_embed|pos_embed|blocks|norm)\.?(.*)', key).groups()
+        s = int(stage) + 1
+        new = {'patch_embed': f'patch_embed{s}.', 'pos_embed': f'pos_embed{s}', 'blocks': f'block{s}.'}
+        out[new.get(part, f'norm{s}.') + rest.replace('mlp.dwconv.', 'mlp.dwconv.dwconv.')] = value.clone()
+    dims = out['patch_embed4.proj.weight'].shape[0]
+    if 'pos_embed4' in out:
+        out['pos_embed4'] = torch.cat([torch.randn(1, 1, dims, generator=gen), out['pos_embed4']], dim=1)
+    out['cls_token'] = torch.randn(1, 1, dims, generator=gen)
+    out['norm.weight'], out['norm.bias'] = torch.randn(dims, generator=gen), torch.randn(dims, generator=gen)
+    out['head.weight'], out['head.bias'] = torch.randn(1000, dims, generator=gen), torch.randn(1000, generator=gen)
+    return out
+
+
+@functools.cache
+def _built(arch: str, pretrain_img_size: int = 224) -> PVT:
+    torch.manual_seed(123)
+    return PVT(arch, drop_path_rate=0.0, pretrain_img_size=pretrain_img_size).eval()
+
+
+def fresh_pvt(arch: str, *, pretrain_img_size: int = 224, init_cfg: dict | None = None) -> PVT:
+    """A default-initialised PVT (copied from a cache: building one runs seconds of trunc_normal_)."""
+    model = copy.deepcopy(_built(arch, pretrain_img_size))
+    model.init_cfg = init_cfg
+    return model
+
+
+#: mmdet's keyword arguments for each variant (its defaults are PVT-S / PVTv2-b2 otherwise).
+MMDET_ARCHS = {
+    'tiny': dict(type='PyramidVisionTransformer', num_layers=[2, 2, 2, 2]),
+    'small': dict(type='PyramidVisionTransformer', num_layers=[3, 4, 6, 3]),
+    'b0': dict(type='PyramidVisionTransformerV2', embed_dims=32, num_layers=[2, 2, 2, 2]),
+    'b2': dict(type='PyramidVisionTransformerV2', num_layers=[3, 4, 6, 3]),
+}
+
+
+def mmdet_numerics_pvt(arch: str, init_cfg: dict | None = None) -> PVT:
+    """An mmpvt PVT with mmdet's LayerNorm eps (1e-6 after the patch embedding and SR reduction too)."""
+    torch.manual_seed(123)
+    return PVT(arch, drop_path_rate=0.0, embed_norm_eps=1e-6, init_cfg=init_cfg).eval()
+
+
+def stage_diffs(ours: torch.nn.Module, theirs: torch.nn.Module, image_hw: tuple[int, int]) -> list[float]:
+    """Max abs difference of each stage's output on one random image."""
+    image = torch.randn(1, 3, *image_hw, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        outs, refs = ours(image), theirs(image)
+    assert [o.shape for o in outs] == [r.shape for r in refs]
+    assert all(r.abs().max() > 0.1 for r in refs)  # a real signal, not a collapsed one
+    return [(o - r).abs().max().item() for o, r in zip(outs, refs, strict=True)]
+
+
+RETINANET = dict(
+    type='RetinaNet',
+    data_preprocessor=dict(type='DetDataPreprocessor', mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375]),
+    neck=dict(type='FPN', in_channels=[64, 128, 320, 512], out_channels=32, start_level=1, num_outs=5),
+    bbox_head=dict(
+        type='RetinaHead',
+        num_classes=3,
+        in_channels=32,
+        stacked_convs=1,
+        feat_channels=32,
+        anchor_generator=dict(
+            type='AnchorGenerator',
+            octave_base_scale=4,
+            scales_per_octave=3,
+            ratios=[0.5, 1.0, 2.0],
+            strides=[8, 16, 32, 64, 128],
+        ),
+        bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[0.0] * 4, target_stds=[1.0] * 4),
+        loss_cls=dict(type='FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=1.0),
+        loss_bbox=dict(type='L1Loss', loss_weight=1.0),
+    ),
+)
+
+
+def load_cli() -> ModuleType:
+    """tools/model_converters/pvt2mmpvt.py as a module, to call its ``main(argv)`` in-process."""
+    spec = importlib.util.spec_from_file_location('pvt2mmpvt', REPO / 'tools/model_converters/pvt2mmpvt.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# --- the variant configs ------------------------------------------------------------------------
+
+FAMILIES = ('retinanet_pvt_{}_fpn_1x_coco', 'mask_rcnn_pvt_{}_fpn_1x_coco')
+SEG_FAMILIES = ('fpn_pvt_{}_512x512_40k_ade20k', 'upernet_pvt_{}_512x512_160k_ade20k')
+ARCHS = {'t': 'tiny', 's': 'small', 'm': 'medium', 'l': 'large'}
+V2_ARCHS = ('b0', 'b1', 'b2', 'b3', 'b4', 'b5')
+
+#: config name -> (backbone type, arch, pretrained checkpoint) of every full-size config.
+VARIANTS = {
+    **{
+        family.format(short): ('PVT', arch, f'pretrained/pvt_{arch}.pth')
+        for family in FAMILIES + SEG_FAMILIES
+        for short, arch in ARCHS.items()
+    },
+    **{
+        f'{family}_pvtv2_{arch}_fpn_1x_coco': ('PVTv2', arch, f'pretrained/pvt_v2_{arch}.pth')
+        for family in ('retinanet', 'mask_rcnn')
+        for arch in (*V2_ARCHS, 'b2_li')
+    },
+    **{f'fpn_pvtv2_{arch}_512x512_40k_ade20k': ('PVTv2', arch, f'pretrained/pvt_v2_{arch}.pth') for arch in V2_ARCHS},
+    'upernet_pvtv2_b2_512x512_160k_ade20k': ('PVTv2', 'b2', 'pretrained/pvt_v2_b2.pth'),
+}
