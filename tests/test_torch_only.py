@@ -7,7 +7,7 @@ import subprocess
 import sys
 import textwrap
 
-from conftest import checkout_env
+from helpers import checkout_env
 
 OPENMMLAB = ('mmengine', 'mmcv', 'mmdet', 'mmseg')
 
