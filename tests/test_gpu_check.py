@@ -424,6 +424,7 @@ def test_parity_checks_pass_for_the_same_weights(small_pair, monkeypatch: pytest
     assert all(c.verdict == 'pass' for n, c in checks.items() if 'CUDA' not in n)
 
 
+@pytest.mark.slow
 def test_parity_checks_fail_for_one_changed_weight(small_pair, monkeypatch: pytest.MonkeyPatch) -> None:
     import copy
 

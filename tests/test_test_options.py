@@ -35,6 +35,7 @@ def detector(toy_coco: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
     return config, checkpoint
 
 
+@pytest.mark.slow
 def test_detector_tta_flips_and_merges(detector: tuple[Path, Path], tmp_path: Path) -> None:
     """The toy config has no tta_model: mmdet's flip TTA (DetTTAModel, NMS 0.5) is used, the checkpoint is
     loaded into the wrapped detector (strictly: a key mismatch would fail the run) and predictions change."""
@@ -84,6 +85,7 @@ tta_pipeline = [
 """
 
 
+@pytest.mark.slow
 def test_detector_tta_uses_the_checkpoints_weights(detector: tuple[Path, Path], tmp_path: Path) -> None:
     """A config's own TTA with one unflipped pass predicts what the plain run predicts, so the trained
     weights (not a fresh initialisation) reached the wrapped detector."""
@@ -152,6 +154,7 @@ def test_segmentor_out_writes_one_label_png_per_image(segmentor: tuple[Path, Pat
         assert label.max() <= 150  # ADE20K's 150 classes (shifted back by one: reduce_zero_label)
 
 
+@pytest.mark.slow
 def test_segmentor_tta_runs_the_configs_tta_pipeline(segmentor: tuple[Path, Path], tmp_path: Path) -> None:
     """mmseg configs get tta_model (SegTTAModel) and tta_pipeline (scales × flips) from their bases."""
     config, checkpoint = segmentor

@@ -177,6 +177,7 @@ def tiny_detector(toy_coco: Path, tmp_path_factory: pytest.TempPathFactory) -> t
     return config, checkpoint
 
 
+@pytest.mark.slow
 def test_dist_test_runs_two_cpu_processes(tiny_detector: tuple[Path, Path], tmp_path: Path) -> None:
     config, checkpoint = tiny_detector
     python = fake_command(tmp_path / 'bin', 'python', FAKE_PYTHON)
