@@ -26,8 +26,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from .models.pvt import resample_pos_embed
 
 #: (pattern of an old key, template of the new key, tensor op or None). Named groups:
 #: ``s1`` a 1-based stage, ``s`` a 0-based stage, ``j`` a block, any other is copied.
@@ -181,17 +182,6 @@ def _convert_backbone(
     return out
 
 
-def resize_pos_embed(pos_embed: torch.Tensor, num_tokens: int) -> torch.Tensor:
-    """Bilinearly resize a (1, N, C) square-grid position embedding to ``num_tokens`` (square).
-
-    The same interpolation (``align_corners=False``) as the model applies at run time.
-    """
-    old, new = math.isqrt(pos_embed.shape[1]), math.isqrt(num_tokens)
-    grid = pos_embed.reshape(1, old, old, -1).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid.float(), size=(new, new), mode='bilinear', align_corners=False)
-    return grid.flatten(2).transpose(1, 2).to(pos_embed.dtype).contiguous()
-
-
 def _resize_pos_embeds(
     state_dict: dict[str, torch.Tensor], prefix: str, model: nn.Module, report: ConversionReport
 ) -> None:
@@ -204,7 +194,8 @@ def _resize_pos_embeds(
         if value.ndim != 3 or value.shape[2] != target.shape[2] or value.shape[1] == target.shape[1]:
             continue
         if _is_square(value.shape[1]) and _is_square(target.shape[1]):
-            state_dict[key] = resize_pos_embed(value, target.shape[1])
+            side = math.isqrt(target.shape[1])
+            state_dict[key] = resample_pos_embed(value, (side, side)).contiguous()
             report.resized.append((key, tuple(value.shape), tuple(target.shape)))
 
 
