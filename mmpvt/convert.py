@@ -182,6 +182,24 @@ def _convert_backbone(
     return out
 
 
+def split_prefix(
+    state_dict: Mapping[str, torch.Tensor], prefix: str
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Split ``state_dict`` by key prefix (``'backbone.'``, ``'module.'``).
+
+    Returns:
+        The entries whose key starts with ``prefix``, the prefix removed, and every other
+        entry unchanged.
+    """
+    under, rest = {}, {}
+    for key, value in state_dict.items():
+        if key.startswith(prefix):
+            under[key[len(prefix) :]] = value
+        else:
+            rest[key] = value
+    return under, rest
+
+
 def _resize_pos_embeds(
     state_dict: dict[str, torch.Tensor], prefix: str, model: nn.Module, report: ConversionReport
 ) -> None:
@@ -215,12 +233,11 @@ def convert_with_report(
     """
     layout, prefix = detect_layout(state_dict)
     report = ConversionReport(layout, prefix)
-    backbone = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    backbone, others = split_prefix(state_dict, prefix)
     converted = {prefix + k: v for k, v in _convert_backbone(backbone, layout, report).items()}
     report.renamed = [(prefix + old, prefix + new) for old, new in report.renamed]
     report.dropped = [prefix + k for k in report.dropped]
     report.kept = [prefix + k for k in report.kept]
-    others = {k: v for k, v in state_dict.items() if not k.startswith(prefix)}
     report.kept.extend(others)
     converted.update(others)
     if model is not None:

@@ -137,11 +137,8 @@ def build_detectors(arch: str, *, seed: int = 0) -> tuple[nn.Module, nn.Module]:
     theirs.init_weights()
     cfg.model.backbone = dict(type='PVT', arch=arch, embed_norm_eps=1e-6)  # mmdet's LayerNorm eps everywhere
     ours = MODELS.build(cfg.model)
-    state = theirs.state_dict()
-    backbone = {k[len('backbone.') :]: v for k, v in state.items() if k.startswith('backbone.')}
-    converted = {f'backbone.{k}': v for k, v in convert_state_dict(backbone, ours.backbone).items()}
-    rest = {k: v for k, v in state.items() if not k.startswith('backbone.')}
-    ours.load_state_dict({**rest, **converted}, strict=True)
+    # the converter finds the backbone under 'backbone.' and keeps neck and head keys as they are
+    ours.load_state_dict(convert_state_dict(theirs.state_dict(), ours.backbone), strict=True)
     return theirs, ours
 
 
