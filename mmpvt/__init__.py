@@ -18,6 +18,7 @@ from mmengine.config.utils import MODULE2PACKAGE
 
 from .checkpoint import allow_mmengine_checkpoints
 from .layers import SpatialReductionAttention, sra_macs
+from .layers.cpu_inference import optimize_for_cpu_inference
 from .models import ARCH_SETTINGS, PVT, PVTv2, PyramidVisionTransformer
 from .version import __version__
 
@@ -36,5 +37,6 @@ __all__ = [
     'SpatialReductionAttention',
     '__version__',
     'engine',
+    'optimize_for_cpu_inference',
     'sra_macs',
 ]
