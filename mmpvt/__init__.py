@@ -18,8 +18,8 @@ from mmengine.config.utils import MODULE2PACKAGE
 
 from .checkpoint import allow_mmengine_checkpoints
 from .layers import SpatialReductionAttention, sra_macs
-from .layers.cpu_inference import optimize_for_cpu_inference
 from .models import ARCH_SETTINGS, PVT, PVTv2, PyramidVisionTransformer
+from .models.cpu_inference import optimize_for_cpu_inference
 from .version import __version__
 
 # Here, not beside the backbone's registration: every import of mmpvt (custom_imports, mmengine's

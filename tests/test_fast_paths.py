@@ -10,17 +10,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import mmpvt.layers.cpu_inference as cpu_inference
+import mmpvt.models.cpu_inference as cpu_inference
 from mmpvt.analysis import count_macs
-from mmpvt.layers import Mlp, PatchEmbed, optimize_for_cpu_inference
-from mmpvt.layers.cpu_inference import (
+from mmpvt.layers import Mlp, PatchEmbed
+from mmpvt.models.cpu_inference import (
     LinearGelu,
     PatchGemmConv2d,
-    TokenChunkedMlp,
+    TokenChunkedBlock,
     is_patch_conv,
+    optimize_for_cpu_inference,
     strided_patch_linear,
 )
-from mmpvt.models.pvt import PyramidVisionTransformer
+from mmpvt.models.pvt import PVTBlock, PyramidVisionTransformer
 
 
 def conv_tokens(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
@@ -93,7 +94,7 @@ def test_mlp_hidden_is_fused_only_without_gradients() -> None:
     torch.manual_seed(0)
     plain = Mlp(16, 64).eval()
     mlp = optimized(plain)
-    assert isinstance(mlp, TokenChunkedMlp) and isinstance(mlp.fc1, LinearGelu)
+    assert isinstance(mlp.fc1, LinearGelu)
     x = torch.randn(1, 12, 16)
     with torch.no_grad():
         fused = mlp(x, (3, 4))
@@ -107,7 +108,7 @@ def test_mlp_hidden_is_fused_only_without_gradients() -> None:
 def test_backbone_fused_and_plain_paths_agree(arch: str, hw: tuple[int, int]) -> None:
     """200×236: stage 1 has 50·59 = 2950 tokens, so v1's MLP runs in chunks (the last one ragged)."""
     if hw == (200, 236):
-        assert TokenChunkedMlp.chunk_tokens < (200 // 4) * (236 // 4) < 2 * TokenChunkedMlp.chunk_tokens
+        assert TokenChunkedBlock.chunk_tokens < (200 // 4) * (236 // 4) < 2 * TokenChunkedBlock.chunk_tokens
     torch.manual_seed(0)
     model = PyramidVisionTransformer.from_arch(arch, depths=(1, 1, 1, 1)).eval()
     fast = optimized(model)
@@ -136,7 +137,7 @@ def test_the_step_is_idempotent_and_keeps_parameters_keys_and_hooks() -> None:
     classes = [type(m) for m in model.modules()]
     optimize_for_cpu_inference(model)
     assert [type(m) for m in model.modules()] == classes
-    assert PatchGemmConv2d in classes and LinearGelu in classes and TokenChunkedMlp in classes
+    assert PatchGemmConv2d in classes and LinearGelu in classes and TokenChunkedBlock in classes
     assert dict(model.named_parameters()) == params  # the same Parameter objects: optimisers keep working
     assert list(model.state_dict()) == keys
     with torch.no_grad():
@@ -160,7 +161,7 @@ def test_pvt_v2_keeps_its_overlapping_embeddings_and_dwconv_mlps() -> None:
     for stage in model.stages:
         assert type(stage.patch_embed.proj) is nn.Conv2d
         block = stage.blocks[0]
-        assert type(block.mlp) is Mlp and type(block.mlp.fc1) is nn.Linear
+        assert type(block) is PVTBlock and type(block.mlp.fc1) is nn.Linear
         assert type(block.attn.sr) is nn.Conv2d  # linear SRA: a 1×1 conv after pooling
 
 
@@ -172,59 +173,77 @@ def test_forward_hooks_count_the_same_on_the_optimised_model() -> None:
     assert fast.by_module == plain.by_module and fast.total == plain.total > 0
 
 
-def _forbid_inference_kernels(monkeypatch: pytest.MonkeyPatch, mlp: nn.Module) -> list[str]:
-    """Make the oneDNN kernel raise; returns a list that records each call of ``mlp.fc2`` (one per chunk)."""
+def v1_block(drop: float = 0.0) -> PVTBlock:
+    """A v1 block (token-wise MLP) for 3000 tokens of a 50×60 map: more than one chunk."""
+    return PVTBlock(16, 1, 4, 1, drop=drop)
+
+
+X_3000, HW_3000 = torch.randn(1, 3000, 16), (50, 60)
+
+
+def _forbid_inference_kernels(monkeypatch: pytest.MonkeyPatch, block: nn.Module) -> list[str]:
+    """Make the oneDNN kernel raise; returns a list that records each call of the MLP's ``fc2`` (one per chunk)."""
 
     def refuse(*args: object) -> torch.Tensor:
         raise AssertionError('linear_gelu ran')
 
     monkeypatch.setattr(cpu_inference, 'linear_gelu', refuse)
     calls: list[str] = []
-    mlp.fc2.register_forward_hook(lambda *_: calls.append('fc2'))
+    block.mlp.fc2.register_forward_hook(lambda *_: calls.append('fc2'))
     return calls
 
 
+def test_the_mlp_half_runs_in_chunks_in_inference() -> None:
+    torch.manual_seed(0)
+    plain = v1_block().eval()
+    block = optimized(plain)
+    assert isinstance(block, TokenChunkedBlock)
+    calls: list[str] = []
+    block.mlp.fc2.register_forward_hook(lambda *_: calls.append('fc2'))
+    with torch.no_grad():
+        torch.testing.assert_close(block(X_3000, HW_3000), plain(X_3000, HW_3000), atol=1e-5, rtol=1e-5)
+    assert calls == ['fc2', 'fc2']  # 2048 + 952 tokens
+
+
 def test_inference_kernels_step_aside_off_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    mlp = optimized(Mlp(16, 64)).eval()
-    calls = _forbid_inference_kernels(monkeypatch, mlp)
+    block = optimized(v1_block()).eval()
+    calls = _forbid_inference_kernels(monkeypatch, block)
     with torch.no_grad():
         with pytest.raises(AssertionError, match='linear_gelu ran'):  # on the CPU: the kernel
-            mlp(torch.randn(1, 3000, 16), (50, 60))
+            block(X_3000, HW_3000)
         calls.clear()
-        assert mlp.to('meta')(torch.empty(1, 3000, 16, device='meta'), (50, 60)).shape == (1, 3000, 16)
+        assert block.to('meta')(X_3000.to('meta'), HW_3000).shape == (1, 3000, 16)
         assert calls == ['fc2']  # whole, not in chunks
 
 
 def test_inference_kernels_step_aside_under_autocast(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
-    plain = Mlp(16, 64).eval()
-    mlp = optimized(plain)
-    calls = _forbid_inference_kernels(monkeypatch, mlp)
-    x = torch.randn(1, 3000, 16)
+    plain = v1_block().eval()
+    block = optimized(plain)
+    calls = _forbid_inference_kernels(monkeypatch, block)
     with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
-        torch.testing.assert_close(mlp(x, (50, 60)), plain(x, (50, 60)), atol=0, rtol=0)
+        torch.testing.assert_close(block(X_3000, HW_3000), plain(X_3000, HW_3000), atol=0, rtol=0)
     assert calls == ['fc2']
 
 
 def test_inference_kernels_step_aside_under_autograd(monkeypatch: pytest.MonkeyPatch) -> None:
-    mlp = optimized(Mlp(16, 64)).eval()
-    calls = _forbid_inference_kernels(monkeypatch, mlp)
-    assert mlp(torch.randn(1, 3000, 16), (50, 60)).requires_grad
+    block = optimized(v1_block()).eval()
+    calls = _forbid_inference_kernels(monkeypatch, block)
+    assert block(X_3000, HW_3000).requires_grad
     assert calls == ['fc2']
 
 
 def test_training_mode_takes_the_plain_path(monkeypatch: pytest.MonkeyPatch) -> None:
     """Dropout on: the oneDNN kernel has no dropout."""
     torch.manual_seed(0)
-    plain = Mlp(16, 64, drop=0.5).train()
-    mlp = optimized(plain)
-    calls = _forbid_inference_kernels(monkeypatch, mlp)
-    x = torch.randn(1, 3000, 16)
+    plain = v1_block(drop=0.5).train()
+    block = optimized(plain)
+    calls = _forbid_inference_kernels(monkeypatch, block)
     with torch.no_grad():
         torch.manual_seed(1)
-        expected = plain(x, (50, 60))
+        expected = plain(X_3000, HW_3000)
         torch.manual_seed(1)
-        torch.testing.assert_close(mlp(x, (50, 60)), expected, atol=0, rtol=0)
+        torch.testing.assert_close(block(X_3000, HW_3000), expected, atol=0, rtol=0)
     assert calls == ['fc2']
 
 

@@ -17,12 +17,12 @@ import torch
 from mmengine.logging import MMLogger
 from torch import nn
 
-import mmpvt.layers.cpu_inference as cpu_inference
+import mmpvt.models.cpu_inference as cpu_inference
 import mmpvt.models.pvt as pvt_module
 from mmpvt import PVT, PyramidVisionTransformer
 from mmpvt.checkpoint import load_pretrained
-from mmpvt.layers import PatchEmbed, SpatialReductionAttention, optimize_for_cpu_inference
-from mmpvt.layers.cpu_inference import kernels_apply
+from mmpvt.layers import PatchEmbed, SpatialReductionAttention
+from mmpvt.models.cpu_inference import kernels_apply, optimize_for_cpu_inference
 
 
 def test_bf16_autocast_inference_runs_and_matches_the_plain_path() -> None:

@@ -1,9 +1,8 @@
 """Building blocks of PVT; plain ``torch.nn`` modules."""
 
 from .attention import SpatialReductionAttention, sra_macs
-from .cpu_inference import optimize_for_cpu_inference
 from .drop_path import DropPath
 from .mlp import Mlp
 from .patch_embed import PatchEmbed
 
-__all__ = ['DropPath', 'Mlp', 'PatchEmbed', 'SpatialReductionAttention', 'optimize_for_cpu_inference', 'sra_macs']
+__all__ = ['DropPath', 'Mlp', 'PatchEmbed', 'SpatialReductionAttention', 'sra_macs']

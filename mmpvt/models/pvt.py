@@ -109,6 +109,14 @@ class PVTBlock(nn.Module):
     def forward(self, x: torch.Tensor, hw_shape: tuple[int, int]) -> torch.Tensor:
         """x: (B, N, C) tokens of an H×W map -> (B, N, C)."""
         x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
+        return self.mlp_residual(x, hw_shape)
+
+    def mlp_residual(self, x: torch.Tensor, hw_shape: tuple[int, int]) -> torch.Tensor:
+        """The block's second half, ``x + MLP(LN(x))``: (B, N, C) -> (B, N, C).
+
+        Without the depth-wise conv (v1) it acts on each token alone, so it may run on
+        chunks of tokens (:class:`mmpvt.models.cpu_inference.TokenChunkedBlock`).
+        """
         return x + self.drop_path(self.mlp(self.norm2(x), hw_shape))
 
 

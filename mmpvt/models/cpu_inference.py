@@ -14,8 +14,9 @@ computation whenever its shortcut does not apply:
 - :class:`LinearGelu`: ``gelu(linear(x))`` as one oneDNN call with GELU as a post-op
   (the kernel ``torch.compile`` uses on CPU), skipping the separate GELU pass over the
   MLP's largest tensor. No autograd formula: fp32 CPU inference only (:func:`kernels_apply`).
-- :class:`TokenChunkedMlp`: a token-wise MLP (no depth-wise conv) run on 2048 tokens at a
-  time in inference, so its hidden layer stays in cache between ``fc1`` and ``fc2``.
+- :class:`TokenChunkedBlock`: a block whose MLP half (``x + MLP(LN(x))``) acts on each token
+  alone (no depth-wise conv) runs that half on 2048 tokens at a time in inference, so the
+  norm, the MLP's hidden layer and the residual add stay in cache.
 
 This is the only file that calls torch's private ``mkldnn._linear_pointwise``.
 """
@@ -26,16 +27,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import SpatialReductionAttention
-from .mlp import Mlp
-from .patch_embed import PatchEmbed
-from .tracing import tracing
+from ..layers import Mlp, PatchEmbed, SpatialReductionAttention
+from ..layers.tracing import tracing
+from .pvt import PVTBlock
 
 _MKLDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, '_linear_pointwise')
 
 
 def kernels_apply(x: torch.Tensor, module: nn.Module) -> bool:
-    """True if the inference-only shortcuts (:class:`LinearGelu`, :class:`TokenChunkedMlp`) may run on ``x``.
+    """True if the inference-only shortcuts (:class:`LinearGelu`, :class:`TokenChunkedBlock`) may run on ``x``.
 
     That is: oneDNN is available, ``x`` is an fp32 CPU tensor, no autocast region would
     change the dtype of the plain ops (the kernels take the fp32 weights as they are),
@@ -124,24 +124,25 @@ class LinearGelu(nn.Linear):
         return linear_gelu(x, self)
 
 
-class TokenChunkedMlp(Mlp):
-    """An MLP that acts on each token alone, run in inference on ``chunk_tokens`` tokens at a time.
+class TokenChunkedBlock(PVTBlock):
+    """A PVT block whose MLP half runs in inference on ``chunk_tokens`` tokens at a time.
 
-    Stage 1's hidden layer at 800×1333 is 66650×512 floats (136 MB); 2048 tokens of it
-    (4 MB) stay in cache between ``fc1`` and ``fc2``. Only for MLPs without the depth-wise
-    conv (PVT v1), which mixes neighbouring tokens.
+    Stage 1's MLP hidden layer at 800×1333 is 66650×512 floats (136 MB); 2048 tokens of it
+    (4 MB) stay in cache between ``fc1`` and ``fc2``, and so do the norm before and the
+    residual add after. Only for blocks whose MLP has no depth-wise conv (PVT v1), which
+    mixes neighbouring tokens.
     """
 
     chunk_tokens = 2048
 
-    def forward(self, x: torch.Tensor, hw_shape: tuple[int, int]) -> torch.Tensor:
-        """x: (B, N, C) tokens of an H×W map -> (B, N, C)."""
+    def mlp_residual(self, x: torch.Tensor, hw_shape: tuple[int, int]) -> torch.Tensor:
+        """x: (B, N, C) tokens of an H×W map -> ``x + MLP(LN(x))``, (B, N, C)."""
         if x.shape[1] <= self.chunk_tokens or not kernels_apply(x, self):
-            return super().forward(x, hw_shape)
+            return super().mlp_residual(x, hw_shape)
         out = torch.empty_like(x)
         for start in range(0, x.shape[1], self.chunk_tokens):
             part = slice(start, start + self.chunk_tokens)
-            out[:, part] = super().forward(x[:, part], hw_shape)
+            out[:, part] = super().mlp_residual(x[:, part], hw_shape)
         return out
 
 
@@ -154,7 +155,7 @@ def optimize_for_cpu_inference(model: nn.Module) -> nn.Module:
       embeddings, the SR reductions of v1 and v2) to :class:`PatchGemmConv2d`;
     - the ``fc1`` of every MLP whose GELU directly follows it (v1) to :class:`LinearGelu`,
       the MLP's separate ``act`` becoming ``nn.Identity``;
-    - every such token-wise MLP to :class:`TokenChunkedMlp`.
+    - every block with such a token-wise MLP to :class:`TokenChunkedBlock`.
 
     Parameters, buffers, state-dict keys and registered hooks are unchanged, outputs equal
     the plain model's to fp32 rounding, and each changed module runs its plain path under
@@ -170,10 +171,11 @@ def optimize_for_cpu_inference(model: nn.Module) -> nn.Module:
             _use_patch_gemm(module.proj)
         elif isinstance(module, SpatialReductionAttention) and not module.linear and module.sr is not None:
             _use_patch_gemm(module.sr)
-        elif type(module) is Mlp and module.dwconv is None and not module.relu:
+        elif type(module) is PVTBlock and module.mlp.dwconv is None:
+            module.__class__ = TokenChunkedBlock
+        if type(module) is Mlp and module.dwconv is None and not module.relu:
             module.fc1.__class__ = LinearGelu
             module.act = nn.Identity()
-            module.__class__ = TokenChunkedMlp
     return model
 
 
