@@ -20,9 +20,17 @@ from importlib.util import find_spec
 
 from .layers import SpatialReductionAttention, sra_macs
 from .models import ARCH_SETTINGS, PyramidVisionTransformer
+from .models.cpu_inference import optimize_for_cpu_inference
 from .version import __version__
 
-__all__ = ['ARCH_SETTINGS', 'PyramidVisionTransformer', 'SpatialReductionAttention', '__version__', 'sra_macs']
+__all__ = [
+    'ARCH_SETTINGS',
+    'PyramidVisionTransformer',
+    'SpatialReductionAttention',
+    '__version__',
+    'optimize_for_cpu_inference',
+    'sra_macs',
+]
 
 # Here, not beside the backbone's registration: every import of mmpvt (custom_imports, mmengine's
 # lazy import of mmpvt.models.backbone for type='mmpvt.PVT', a script's own import) runs this file first.

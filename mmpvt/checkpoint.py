@@ -18,7 +18,7 @@ import torch
 from mmengine.logging import HistoryBuffer, print_log
 from torch import nn
 
-from .convert import convert_with_report
+from .convert import convert_with_report, split_prefix
 
 #: Fraction of a model's tensors a checkpoint must provide (with the right shapes) to count as one of
 #: that model (:func:`checkpoint_fit`). A checkpoint of the model itself provides all of them; one of
@@ -135,7 +135,7 @@ def load_pretrained(
     source = os.fspath(path)
     state_dict = extract_state_dict(load_file(source), source)
     if prefix:
-        state_dict = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        state_dict = split_prefix(state_dict, prefix)[0]
         if not state_dict:
             raise ValueError(f'{source} has no keys under the prefix {prefix!r}')
     try:
@@ -146,7 +146,7 @@ def load_pretrained(
     if report.layout == 'mmdet':
         note_mmdet_numerics(model, source)
     if report.prefix:
-        state_dict = {k[len(report.prefix) :]: v for k, v in state_dict.items() if k.startswith(report.prefix)}
+        state_dict = split_prefix(state_dict, report.prefix)[0]
     if report.dropped:
         print_log(f'dropped (not part of a backbone): {", ".join(report.dropped)}', logger='current')
     for key, old, new in report.resized:

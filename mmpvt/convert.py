@@ -26,8 +26,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from .models.pvt import resample_pos_embed
 
 #: (pattern of an old key, template of the new key, tensor op or None). Named groups:
 #: ``s1`` a 1-based stage, ``s`` a 0-based stage, ``j`` a block, any other is copied.
@@ -181,15 +182,22 @@ def _convert_backbone(
     return out
 
 
-def resize_pos_embed(pos_embed: torch.Tensor, num_tokens: int) -> torch.Tensor:
-    """Bilinearly resize a (1, N, C) square-grid position embedding to ``num_tokens`` (square).
+def split_prefix(
+    state_dict: Mapping[str, torch.Tensor], prefix: str
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Split ``state_dict`` by key prefix (``'backbone.'``, ``'module.'``).
 
-    The same interpolation (``align_corners=False``) as the model applies at run time.
+    Returns:
+        The entries whose key starts with ``prefix``, the prefix removed, and every other
+        entry unchanged.
     """
-    old, new = math.isqrt(pos_embed.shape[1]), math.isqrt(num_tokens)
-    grid = pos_embed.reshape(1, old, old, -1).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid.float(), size=(new, new), mode='bilinear', align_corners=False)
-    return grid.flatten(2).transpose(1, 2).to(pos_embed.dtype).contiguous()
+    under, rest = {}, {}
+    for key, value in state_dict.items():
+        if key.startswith(prefix):
+            under[key[len(prefix) :]] = value
+        else:
+            rest[key] = value
+    return under, rest
 
 
 def _resize_pos_embeds(
@@ -204,7 +212,8 @@ def _resize_pos_embeds(
         if value.ndim != 3 or value.shape[2] != target.shape[2] or value.shape[1] == target.shape[1]:
             continue
         if _is_square(value.shape[1]) and _is_square(target.shape[1]):
-            state_dict[key] = resize_pos_embed(value, target.shape[1])
+            side = math.isqrt(target.shape[1])
+            state_dict[key] = resample_pos_embed(value, (side, side)).contiguous()
             report.resized.append((key, tuple(value.shape), tuple(target.shape)))
 
 
@@ -224,12 +233,11 @@ def convert_with_report(
     """
     layout, prefix = detect_layout(state_dict)
     report = ConversionReport(layout, prefix)
-    backbone = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    backbone, others = split_prefix(state_dict, prefix)
     converted = {prefix + k: v for k, v in _convert_backbone(backbone, layout, report).items()}
     report.renamed = [(prefix + old, prefix + new) for old, new in report.renamed]
     report.dropped = [prefix + k for k in report.dropped]
     report.kept = [prefix + k for k in report.kept]
-    others = {k: v for k, v in state_dict.items() if not k.startswith(prefix)}
     report.kept.extend(others)
     converted.update(others)
     if model is not None:

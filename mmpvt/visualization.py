@@ -45,13 +45,7 @@ def image_to_tensor(rgb: np.ndarray) -> torch.Tensor:
 
 def _query_weights(attn: SpatialReductionAttention, x: torch.Tensor, hw: tuple[int, int], index: int) -> torch.Tensor:
     """Head-averaged attention probabilities of token ``index`` over the reduced keys: (M,)."""
-    _b, _n, c = x.shape
-    heads = attn.num_heads
-    q = attn.q(x[:, index : index + 1]).reshape(1, 1, heads, c // heads).transpose(1, 2)
-    k = attn.kv(attn._keys_values_input(x, hw))[..., :c]
-    k = k.reshape(1, -1, heads, c // heads).transpose(1, 2)  # (1, heads, M, C/heads)
-    probs = ((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # (1, heads, 1, M)
-    return probs.mean(dim=1)[0, 0]
+    return attn.attention_weights(x, hw)[0, :, index].mean(dim=0)  # from (1, heads, N, M)
 
 
 @torch.no_grad()

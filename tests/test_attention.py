@@ -76,7 +76,23 @@ def test_linear_sra_pools_to_a_fixed_grid() -> None:
         b, _n, c = x.shape
         pooled = F.adaptive_avg_pool2d(x.transpose(1, 2).reshape(b, c, *hw), 7)
         kv_in = F.gelu(layer.norm(layer.sr(pooled).flatten(2).transpose(1, 2)))
-        assert torch.equal(layer._keys_values_input(x, hw), kv_in)
+        assert torch.equal(layer.reduced_tokens(x, hw), kv_in)
+
+
+@pytest.mark.parametrize(('sr_ratio', 'linear'), [(1, False), (4, False), (8, True)])
+def test_attention_weights_are_what_the_layer_attends_with(sr_ratio: int, linear: bool) -> None:
+    """(B, heads, N, M) probabilities: rows sum to 1, and weights @ V through ``proj`` is the layer's output."""
+    torch.manual_seed(0)
+    layer = SpatialReductionAttention(32, 2, sr_ratio, linear=linear).eval()
+    hw = (12, 9)
+    x = torch.randn(2, hw[0] * hw[1], 32)
+    weights = layer.attention_weights(x, hw)
+    kv_h, kv_w = layer.reduced_shape(hw)
+    assert weights.shape == (2, 2, hw[0] * hw[1], kv_h * kv_w)
+    torch.testing.assert_close(weights.sum(dim=-1), torch.ones(2, 2, hw[0] * hw[1]))
+    v = layer.kv(layer.reduced_tokens(x, hw))[..., 32:].reshape(2, -1, 2, 16).transpose(1, 2)  # (B, heads, M, C/heads)
+    heads = (weights @ v).transpose(1, 2).reshape(2, -1, 32)
+    torch.testing.assert_close(layer.proj(heads), layer(x, hw), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize('fused_attn', [True, False])

@@ -1,7 +1,8 @@
 """The model on the paths a GPU user takes, simulated on the CPU, and the official release's numerics.
 
-- the fused oneDNN kernels step aside under autocast (mmengine's fp16 val/test loops);
-- the patch-conv GEMM runs on the CPU only (elsewhere the convolution, cuDNN on CUDA);
+- the oneDNN kernels of ``optimize_for_cpu_inference`` step aside under autocast (mmengine's fp16
+  val/test loops);
+- its patch-conv GEMM runs on the CPU only (elsewhere the convolution, cuDNN on CUDA);
 - ``with_cp`` checkpoints every training block, also when its input needs no gradient;
 - the position embedding follows weights swapped in place (mmengine's EMAHook);
 - each LayerNorm's eps is the official release's.
@@ -16,24 +17,24 @@ import torch
 from mmengine.logging import MMLogger
 from torch import nn
 
-import mmpvt.layers.attention as attention_module
-import mmpvt.layers.patch_embed as patch_embed_module
+import mmpvt.models.cpu_inference as cpu_inference
 import mmpvt.models.pvt as pvt_module
 from mmpvt import PVT, PyramidVisionTransformer
 from mmpvt.checkpoint import load_pretrained
 from mmpvt.layers import PatchEmbed, SpatialReductionAttention
-from mmpvt.layers.fused import fusable
+from mmpvt.models.cpu_inference import kernels_apply, optimize_for_cpu_inference
 
 
 def test_bf16_autocast_inference_runs_and_matches_the_plain_path() -> None:
     """What mmengine's ValLoop/TestLoop with ``fp16=True`` do on a CPU: eval forward under bf16 autocast."""
     torch.manual_seed(0)
     model = PyramidVisionTransformer.from_arch('small', drop_path_rate=0.0).eval()
+    optimize_for_cpu_inference(model)
     image = torch.randn(1, 3, 96, 128)
     with torch.no_grad():
         reference = model(image)
         with torch.autocast('cpu', dtype=torch.bfloat16):
-            assert not fusable(image, model)
+            assert not kernels_apply(image, model)
             outs = model(image)
     for out, ref in zip(outs, reference, strict=True):
         assert torch.isfinite(out).all()
@@ -42,40 +43,41 @@ def test_bf16_autocast_inference_runs_and_matches_the_plain_path() -> None:
 
 
 def test_fused_kernels_run_outside_autocast() -> None:
-    """The check above is not vacuous: without autocast, eval inference does take the fused path."""
+    """The check above is not vacuous: without autocast, eval inference does take the oneDNN path."""
     model = PyramidVisionTransformer.from_arch('tiny').eval()
     x = torch.randn(1, 16, 64)
     with torch.no_grad():
-        assert fusable(x, model.stages[0].blocks[0])
+        assert kernels_apply(x, model.stages[0].blocks[0])
         with torch.autocast('cpu', dtype=torch.bfloat16):
-            assert not fusable(x, model.stages[0].blocks[0])
+            assert not kernels_apply(x, model.stages[0].blocks[0])
 
 
 def _forbid_patch_gemm(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object) -> torch.Tensor:
         raise AssertionError('strided_patch_linear ran on a non-CPU tensor')
 
-    monkeypatch.setattr(patch_embed_module, 'strided_patch_linear', refuse)
-    monkeypatch.setattr(attention_module, 'strided_patch_linear', refuse)
+    monkeypatch.setattr(cpu_inference, 'strided_patch_linear', refuse)
 
 
 def test_patch_convs_stay_convolutions_off_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     """On another device (here 'meta', standing in for CUDA) the patch embedding and the SR reduction
     run their Conv2d, so CUDA keeps cuDNN; shapes still come out right."""
     _forbid_patch_gemm(monkeypatch)
-    embed = PatchEmbed(3, 64, 4, 4).to('meta')
+    embed = optimize_for_cpu_inference(PatchEmbed(3, 64, 4, 4)).to('meta')
     tokens, hw = embed(torch.empty(2, 3, 64, 96, device='meta'))
     assert tokens.shape == (2, 16 * 24, 64) and hw == (16, 24)
-    sra = SpatialReductionAttention(64, 1, 8).to('meta')
+    sra = optimize_for_cpu_inference(SpatialReductionAttention(64, 1, 8)).to('meta')
     out = sra(torch.empty(2, 16 * 24, 64, device='meta'), (16, 24))
     assert out.shape == (2, 16 * 24, 64)
 
 
 def test_patch_convs_are_gemms_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The counterpart: on the CPU the GEMM path is taken (so the test above can fail)."""
+    """The counterpart: on the CPU the GEMM path is taken (so the test above can fail); likewise for SRA."""
     _forbid_patch_gemm(monkeypatch)
     with pytest.raises(AssertionError, match='strided_patch_linear ran'):
-        PatchEmbed(3, 64, 4, 4)(torch.randn(1, 3, 32, 32))
+        optimize_for_cpu_inference(PatchEmbed(3, 64, 4, 4))(torch.randn(1, 3, 32, 32))
+    with pytest.raises(AssertionError, match='strided_patch_linear ran'):
+        optimize_for_cpu_inference(SpatialReductionAttention(64, 1, 8))(torch.randn(1, 16 * 24, 64), (16, 24))
 
 
 def test_with_cp_checkpoints_stage_one_when_its_patch_embedding_is_frozen(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -56,7 +56,7 @@ def test_stage_attention_reproduces_the_sra_output_at_the_query(arch: str) -> No
             tokens = block.norm1(x)  # what the attention reads: (1, N, C)
             attn_out = block.attn(tokens, hw)  # the SRA layer's output, (1, N, C)
             c = x.shape[-1]
-            values = block.attn.kv(block.attn._keys_values_input(tokens, hw))[0, :, c:]  # (M, C)
+            values = block.attn.kv(block.attn.reduced_tokens(tokens, hw))[0, :, c:]  # (M, C)
             weights = torch.from_numpy(m.weights).reshape(1, -1)  # (1, M)
             query = m.query_hw[0] * hw[1] + m.query_hw[1]
             torch.testing.assert_close(block.attn.proj(weights @ values)[0], attn_out[0, query], rtol=1e-4, atol=1e-6)

@@ -20,6 +20,7 @@ import mmcv
 import torch
 from mmengine.utils import track_iter_progress
 
+from mmpvt import optimize_for_cpu_inference
 from mmpvt.checkpoint import allow_mmengine_checkpoints
 from mmpvt.launch.config_checks import load_config
 
@@ -70,7 +71,7 @@ def build(cfg, checkpoint: str, device: str):
         from mmseg.apis import inference_model as infer
         from mmseg.apis import init_model as init
         from mmseg.registry import VISUALIZERS
-    model = init(cfg, checkpoint, device=device)
+    model = optimize_for_cpu_inference(init(cfg, checkpoint, device=device))  # steps aside on a GPU
     cfg.visualizer.vis_backends = [dict(type='LocalVisBackend')]
     cfg.visualizer.save_dir = None
     visualizer = VISUALIZERS.build(cfg.visualizer)

@@ -7,14 +7,19 @@ counter runs one forward pass with hooks and adds, per module:
 
 - ``nn.Conv2d`` / ``nn.Linear``: output elements × input elements per output;
 - :class:`~mmpvt.layers.SpatialReductionAttention`: Q·Kᵀ and A·V via
-  :func:`~mmpvt.layers.sra_macs` (its projections are counted as the linears they
-  are; its kernel = stride reduction conv, which runs as a GEMM rather than a module
-  call, is counted here, as is :class:`~mmpvt.layers.PatchEmbed`'s);
+  :func:`~mmpvt.layers.sra_macs` (its projections and reduction conv are counted as
+  the linears and convs they are);
 - ``nn.MultiheadAttention`` (mmdet's PVT): its in/out projections, which it runs as
   functional calls (its ``out_proj`` module is never called), plus Q·Kᵀ and A·V.
 
 Normalisation, activations, softmax, pooling and additions are not counted; that is
-the convention behind the PVT paper's GFLOPs (which are multiply-adds).
+the convention behind the PVT paper's GFLOPs (which are multiply-adds). The hooks see
+the same modules with or without :func:`mmpvt.optimize_for_cpu_inference`.
+
+torch's own ``FlopCounterMode`` gives the same total on the plain model when it is told
+how to count the CPU flash-attention op it has no formula for: pass
+:data:`SDPA_CPU_FLOP_FORMULA` as its ``custom_mapping``. (It cannot see the oneDNN
+kernels of the optimised model; count the plain one.)
 """
 
 from __future__ import annotations
@@ -26,9 +31,21 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import sdpa_flop_count
 
-from ..layers import PatchEmbed, SpatialReductionAttention, sra_macs
-from ..layers.fused import fused_kernels, is_patch_conv
+from ..layers import SpatialReductionAttention, sra_macs
+
+
+def _cpu_sdpa_flop(
+    query_shape: torch.Size, key_shape: torch.Size, value_shape: torch.Size, *args: Any, **kwargs: Any
+) -> int:
+    """FLOPs (2 per multiply-add) of Q·Kᵀ and A·V, as torch counts its other SDPA kernels."""
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+#: ``FlopCounterMode(custom_mapping=SDPA_CPU_FLOP_FORMULA)`` counts the attention products of
+#: ``F.scaled_dot_product_attention`` on the CPU, whose flash kernel torch's table leaves out.
+SDPA_CPU_FLOP_FORMULA = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flop}
 
 
 @dataclass
@@ -70,8 +87,8 @@ def _linear_macs(module: nn.Linear, out: torch.Tensor) -> int:
     return out.numel() * module.in_features
 
 
-def _sra_macs(module: SpatialReductionAttention, x: torch.Tensor, hw_shape: tuple[int, int]) -> tuple[int, int]:
-    """Q·Kᵀ plus A·V, and the reduction conv when it runs as a GEMM (not as a module call)."""
+def _sra_macs(module: SpatialReductionAttention, x: torch.Tensor, hw_shape: tuple[int, int]) -> int:
+    """Q·Kᵀ plus A·V of one SRA call on ``x``."""
     products = sra_macs(
         tuple(hw_shape),
         module.embed_dims,
@@ -80,19 +97,7 @@ def _sra_macs(module: SpatialReductionAttention, x: torch.Tensor, hw_shape: tupl
         linear=module.linear,
         pool_size=module.pool_size,
     )
-    reduction = 0
-    if module.sr is not None and not module.linear and is_patch_conv(module.sr):
-        h, w = module.reduced_shape(tuple(hw_shape))
-        reduction = h * w * module.embed_dims * _per_output(module.sr)
-    return x.shape[0] * products, x.shape[0] * reduction
-
-
-def _patch_embed_macs(module: PatchEmbed, out: tuple[torch.Tensor, tuple[int, int]]) -> int:
-    """The patch conv when it runs as a GEMM over gathered patches (not as a module call)."""
-    if not is_patch_conv(module.proj):
-        return 0  # the conv module itself runs and is counted
-    tokens, _hw = out
-    return tokens.shape[0] * tokens.shape[1] * module.proj.out_channels * _per_output(module.proj)
+    return x.shape[0] * products
 
 
 def _mha_macs(module: nn.MultiheadAttention, query: torch.Tensor, key: torch.Tensor) -> int:
@@ -121,14 +126,10 @@ def count_macs(model: nn.Module, run: Callable[[nn.Module], Any]) -> MacCount:
 
     def hook(name: str) -> Callable[..., None]:
         def count(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
-            if isinstance(module, PatchEmbed):
-                result.add(name, 'conv', _patch_embed_macs(module, out))
-            elif isinstance(module, SpatialReductionAttention):
+            if isinstance(module, SpatialReductionAttention):
                 x = args[0] if args else kwargs['x']
                 hw = args[1] if len(args) > 1 else kwargs['hw_shape']
-                products, reduction = _sra_macs(module, x, hw)
-                result.add(name, 'attention', products)
-                result.add(f'{name}.sr', 'conv', reduction)
+                result.add(name, 'attention', _sra_macs(module, x, hw))
             elif isinstance(module, nn.MultiheadAttention):
                 query = args[0] if args else kwargs['query']
                 key = args[1] if len(args) > 1 else kwargs.get('key', query)
@@ -140,12 +141,12 @@ def count_macs(model: nn.Module, run: Callable[[nn.Module], Any]) -> MacCount:
 
         return count
 
-    counted = (nn.Conv2d, nn.Linear, PatchEmbed, SpatialReductionAttention, nn.MultiheadAttention)
+    counted = (nn.Conv2d, nn.Linear, SpatialReductionAttention, nn.MultiheadAttention)
     for name, module in model.named_modules():
         if isinstance(module, counted):
             handles.append(module.register_forward_hook(hook(name), with_kwargs=True))
     try:
-        with torch.inference_mode(), fused_kernels(False):  # plain module calls, visible to hooks
+        with torch.inference_mode():
             run(model)
     finally:
         for handle in handles:

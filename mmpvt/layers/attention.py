@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fused import strided_patch_linear, tracing, use_patch_gemm
 from .pooling import adaptive_avg_pool2d_matmul
+from .tracing import tracing
 
 
 class SpatialReductionAttention(nn.Module):
@@ -35,8 +35,10 @@ class SpatialReductionAttention(nn.Module):
         proj_drop: dropout after the output projection.
         linear: use linear SRA (pooling) instead of the strided conv.
         pool_size: output size of the pooling in linear SRA.
-        fused_attn: use ``F.scaled_dot_product_attention``; False runs the explicit
-            ``softmax(q @ kᵀ · scale) @ v`` path (same numbers to fp32 rounding).
+        fused_attn: compute attention with ``F.scaled_dot_product_attention`` (timm's
+            name); False runs the explicit ``softmax(q @ kᵀ · scale) @ v`` path (same
+            numbers to fp32 rounding). Unrelated to the CPU kernels of
+            :func:`mmpvt.optimize_for_cpu_inference`.
         norm_eps: epsilon of the LayerNorm after the reduction; the official release
             uses torch's default 1e-5 here (mmdet uses 1e-6).
     """
@@ -90,8 +92,17 @@ class SpatialReductionAttention(nn.Module):
         h, w = hw_shape
         return h // self.sr_ratio, w // self.sr_ratio
 
-    def _keys_values_input(self, x: torch.Tensor, hw_shape: tuple[int, int]) -> torch.Tensor:
-        """The tokens keys and values are computed from: (B, M, C)."""
+    def reduced_tokens(self, x: torch.Tensor, hw_shape: tuple[int, int]) -> torch.Tensor:
+        """The tokens keys and values are computed from.
+
+        Args:
+            x: (B, N, C) tokens of an H×W map.
+            hw_shape: (H, W) of the map.
+
+        Returns:
+            (B, M, C) tokens of the reduced map (see :meth:`reduced_shape`); ``x`` itself
+            when there is no reduction.
+        """
         if self.sr is None:
             return x
         b, _n, c = x.shape
@@ -100,9 +111,21 @@ class SpatialReductionAttention(nn.Module):
             pool = adaptive_avg_pool2d_matmul if tracing() else F.adaptive_avg_pool2d  # ONNX has no dynamic one
             x_map = pool(x_map, self.pool_size)
             return F.gelu(self.norm(self.sr(x_map).flatten(2).transpose(1, 2)))
-        if use_patch_gemm(x_map, self.sr):
-            return self.norm(strided_patch_linear(x_map, self.sr))  # the kernel = stride conv as one GEMM
         return self.norm(self.sr(x_map).flatten(2).transpose(1, 2))
+
+    def attention_weights(self, x: torch.Tensor, hw_shape: tuple[int, int]) -> torch.Tensor:
+        """The attention probabilities ``softmax(q @ kᵀ · scale)``, without dropout.
+
+        Args:
+            x: (B, N, C) tokens of an H×W map.
+            hw_shape: (H, W) of the map.
+
+        Returns:
+            (B, heads, N, M) weights of each query over the M = N/r² keys of the reduced
+            map; each row sums to 1.
+        """
+        q, k, _v = self._heads(x, hw_shape)
+        return self._weights(q, k)
 
     def forward(self, x: torch.Tensor, hw_shape: tuple[int, int]) -> torch.Tensor:
         """Attend from every token of the map to the reduced map.
@@ -114,28 +137,30 @@ class SpatialReductionAttention(nn.Module):
         Returns:
             (B, N, C) attended tokens (no residual added).
         """
-        return self.proj_drop(self.proj(self.attend(x, hw_shape)))
+        b, n, c = x.shape
+        q, k, v = self._heads(x, hw_shape)
+        drop = self.attn_drop if self.training else 0.0
+        if self.fused_attn:
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)
+        else:
+            out = F.dropout(self._weights(q, k), p=drop) @ v
+        out = out.transpose(1, 2).reshape(b, n, c)  # the heads side by side
+        return self.proj_drop(self.proj(out))
 
-    def attend(self, x: torch.Tensor, hw_shape: tuple[int, int]) -> torch.Tensor:
-        """Everything but the output projection: the heads' outputs side by side, (B, N, C).
-
-        The block applies ``proj`` itself when it fuses the projection with its residual add.
-        """
+    def _heads(self, x: torch.Tensor, hw_shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries (B, heads, N, C/heads), keys and values (B, heads, M, C/heads) of ``x``."""
         b, n, c = x.shape
         if n != hw_shape[0] * hw_shape[1]:
             raise ValueError(f'x has {n} tokens but hw_shape {tuple(hw_shape)} holds {hw_shape[0] * hw_shape[1]}')
         heads = self.num_heads
         q = self.q(x).reshape(b, n, heads, c // heads).transpose(1, 2)  # (B, heads, N, C/heads)
-        kv = self.kv(self._keys_values_input(x, hw_shape))
+        kv = self.kv(self.reduced_tokens(x, hw_shape))
         k, v = kv.reshape(b, -1, 2, heads, c // heads).permute(2, 0, 3, 1, 4)  # 2 × (B, heads, M, C/heads)
-        drop = self.attn_drop if self.training else 0.0
-        if self.fused_attn:
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)
-        else:
-            attn = (q * self.scale) @ k.transpose(-2, -1)  # (B, heads, N, M)
-            attn = F.dropout(attn.softmax(dim=-1), p=drop)
-            out = attn @ v
-        return out.transpose(1, 2).reshape(b, n, c)
+        return q, k, v
+
+    def _weights(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """(B, heads, N, M) softmax of the scaled query-key products."""
+        return ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
 
 
 def sra_macs(

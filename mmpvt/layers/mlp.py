@@ -6,8 +6,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fused import fusable, linear_gelu
-
 
 class Mlp(nn.Module):
     """Two linears on (B, N, C) tokens, optionally with a 3×3 depth-wise conv between.
@@ -37,25 +35,17 @@ class Mlp(nn.Module):
         self.fc1 = nn.Linear(in_dims, hidden_dims)
         self.relu = relu
         self.dwconv = nn.Conv2d(hidden_dims, hidden_dims, 3, padding=1, groups=hidden_dims) if dwconv else None
+        self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden_dims, in_dims)
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor, hw_shape: tuple[int, int]) -> torch.Tensor:
         """x: (B, N, C) tokens of an H×W map -> (B, N, C)."""
-        return self.drop(self.fc2(self.hidden(x, hw_shape)))
-
-    def hidden(self, x: torch.Tensor, hw_shape: tuple[int, int]) -> torch.Tensor:
-        """Everything before ``fc2``: (B, N, C) -> (B, N, hidden) activations.
-
-        The block applies ``fc2`` itself when it fuses it with its residual add.
-        """
-        if self.dwconv is None and not self.relu and fusable(x, self):
-            return linear_gelu(x, self.fc1)  # one oneDNN call instead of two passes
-        x = self.fc1(x)
+        x = self.fc1(x)  # (B, N, hidden)
         if self.relu:
             x = F.relu(x)
         if self.dwconv is not None:
             b, _n, c = x.shape
             x_map = x.transpose(1, 2).reshape(b, c, *hw_shape)
             x = self.dwconv(x_map).flatten(2).transpose(1, 2)
-        return self.drop(F.gelu(x))
+        return self.drop(self.fc2(self.drop(self.act(x))))

@@ -5,8 +5,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .fused import strided_patch_linear, use_patch_gemm
-
 
 class PatchEmbed(nn.Module):
     """Conv2d then LayerNorm, turning a (B, C_in, H, W) map into (B, N, C) tokens.
@@ -49,10 +47,7 @@ class PatchEmbed(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """x: (B, C_in, H_in, W_in) -> tokens (B, N, C) of an (H, W) map, and (H, W).
 
-        Either memory layout of ``x`` works; on the CPU non-overlapping patches (v1)
-        are projected by one GEMM over gathered patches instead of a convolution.
+        Either memory layout of ``x`` works.
         """
         hw_shape = (self.output_size(x.shape[2]), self.output_size(x.shape[3]))
-        if use_patch_gemm(x, self.proj):
-            return self.norm(strided_patch_linear(x, self.proj)), hw_shape
         return self.norm(self.proj(x).flatten(2).transpose(1, 2)), hw_shape

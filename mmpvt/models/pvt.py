@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..layers import DropPath, Mlp, PatchEmbed, SpatialReductionAttention
-from ..layers.fused import fusable, linear_add, tracing
+from ..layers.tracing import tracing
 
 _V1 = dict(
     embed_dims=(64, 128, 320, 512),
@@ -69,10 +69,6 @@ def arch_kwargs(arch: str | None, **overrides: Any) -> dict[str, Any]:
     return {**ARCH_SETTINGS[arch], **overrides}
 
 
-#: Tokens per chunk of the MLP in inference (:meth:`PVTBlock._fused_mlp`).
-MLP_CHUNK = 2048
-
-
 class PVTBlock(nn.Module):
     """Pre-norm transformer block: ``x + SRA(LN(x))`` then ``x + MLP(LN(x))``."""
 
@@ -112,29 +108,16 @@ class PVTBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, hw_shape: tuple[int, int]) -> torch.Tensor:
         """x: (B, N, C) tokens of an H×W map -> (B, N, C)."""
-        if fusable(x, self):
-            # Inference: each residual add is a post-op of the linear before it.
-            x = linear_add(self.attn.attend(self.norm1(x), hw_shape), self.attn.proj, x)
-            return self._fused_mlp(x, hw_shape)
         x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
-        return x + self.drop_path(self.mlp(self.norm2(x), hw_shape))
+        return self.mlp_residual(x, hw_shape)
 
-    def _fused_mlp(self, x: torch.Tensor, hw_shape: tuple[int, int]) -> torch.Tensor:
-        """Inference ``x + MLP(LN(x))`` in chunks of MLP_CHUNK tokens where the MLP acts on each token alone.
+    def mlp_residual(self, x: torch.Tensor, hw_shape: tuple[int, int]) -> torch.Tensor:
+        """The block's second half, ``x + MLP(LN(x))``: (B, N, C) -> (B, N, C).
 
-        Stage 1's hidden layer at 800×1333 is 66650×512 floats (136 MB); 2048 tokens of it (4 MB) stay in
-        cache between ``fc1`` and ``fc2``: 60 -> 27 ms per block on the 2-core machine. PVTv2's depth-wise
-        conv mixes neighbouring tokens, so its MLP runs whole.
+        Without the depth-wise conv (v1) it acts on each token alone, so it may run on
+        chunks of tokens (:class:`mmpvt.models.cpu_inference.TokenChunkedBlock`).
         """
-        if self.mlp.dwconv is not None or x.shape[1] <= MLP_CHUNK:
-            return linear_add(self.mlp.hidden(self.norm2(x), hw_shape), self.mlp.fc2, x)
-        out = torch.empty_like(x)
-        for start in range(0, x.shape[1], MLP_CHUNK):
-            part = x[:, start : start + MLP_CHUNK]
-            out[:, start : start + MLP_CHUNK] = linear_add(
-                self.mlp.hidden(self.norm2(part), hw_shape), self.mlp.fc2, part
-            )
-        return out
+        return x + self.drop_path(self.mlp(self.norm2(x), hw_shape))
 
 
 class PVTStage(nn.Module):
@@ -177,9 +160,9 @@ class PVTStage(nn.Module):
         self.with_cp = False
 
     def resized_pos_embed(self, hw_shape: tuple[int, int]) -> torch.Tensor:
-        """The position embedding bilinearly resized to ``hw_shape``: (1, H·W, C).
+        """The position embedding resampled to ``hw_shape`` (:func:`resample_pos_embed`): (1, H·W, C).
 
-        Resized on every call (tens of microseconds; a cache keyed on the parameter's
+        Resampled on every call (tens of microseconds; a cache keyed on the parameter's
         version would go stale when weights are swapped with ``.data.copy_``, as
         mmengine's EMAHook does). While tracing for export it always interpolates (an
         identity at the pretraining size), so the graph keeps H and W symbolic.
@@ -187,8 +170,7 @@ class PVTStage(nn.Module):
         pos = self.pos_embed
         if hw_shape == (self.pos_shape, self.pos_shape) and not tracing():
             return pos
-        grid = pos.reshape(1, self.pos_shape, self.pos_shape, -1).permute(0, 3, 1, 2)
-        return F.interpolate(grid, size=hw_shape, mode='bilinear', align_corners=False).flatten(2).transpose(1, 2)
+        return resample_pos_embed(pos, hw_shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C_in, H_in, W_in) map -> (B, C, H, W) map in channels-last memory layout.
@@ -421,6 +403,26 @@ class PyramidVisionTransformer(nn.Module):
             if i in self.out_indices:
                 outs.append(x.contiguous())  # the usual NCHW layout for necks and heads
         return tuple(outs)
+
+
+def resample_pos_embed(pos_embed: torch.Tensor, hw_shape: tuple[int, int]) -> torch.Tensor:
+    """Bilinearly resample a square-grid position embedding to an H×W grid.
+
+    The one resampler of the package: the model applies it at run time for inputs of
+    another size, :mod:`mmpvt.convert` to checkpoints laid out for another grid.
+
+    Args:
+        pos_embed: (1, S·S, C) embedding of an S×S grid, in any floating dtype.
+        hw_shape: (H, W) of the grid wanted.
+
+    Returns:
+        (1, H·W, C) embedding in ``pos_embed``'s dtype (interpolated in at least fp32).
+    """
+    side = math.isqrt(pos_embed.shape[1])
+    grid = pos_embed.reshape(1, side, side, -1).permute(0, 3, 1, 2)  # (1, C, S, S)
+    grid = grid.to(torch.promote_types(grid.dtype, torch.float32))  # fp16 checkpoints: no half bilinear on CPU
+    grid = F.interpolate(grid, size=tuple(hw_shape), mode='bilinear', align_corners=False)
+    return grid.flatten(2).transpose(1, 2).to(pos_embed.dtype)
 
 
 @torch.no_grad()

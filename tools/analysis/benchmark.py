@@ -1,11 +1,15 @@
 """mmpvt's PVT against mmdet's, side by side in one process: speed, memory, FLOP rate.
 
 Usage:
-    python tools/analysis/benchmark.py                      # every task of issue 6, PVT-S
+    python tools/analysis/benchmark.py                      # every task, PVT-S
     python tools/analysis/benchmark.py --tasks infer --infer-size 224 224 --arch tiny
     python tools/analysis/benchmark.py --json work_dirs/bench.json
     python tools/analysis/benchmark.py --device cuda --amp fp16
     python tools/analysis/benchmark.py --device cuda --arch b2 --tasks infer,train,memory  # PVTv2-b2
+
+mmpvt runs twice, as built (plain module calls) and after ``mmpvt.optimize_for_cpu_inference``
+(the CPU fast paths the tools apply): ``mmpvt`` and ``mmpvt_fast`` in the results, with the
+ratios mmdet / fast (``speedup``) and plain / fast (``fast_gain``).
 
 Both backbones get identical weights (mmdet's initialisation, converted with
 ``mmpvt.convert.convert_state_dict``) and must give the same outputs before anything is
@@ -30,12 +34,13 @@ version did too.) Tasks:
   :func:`mmpvt.analysis.count_macs`, attention products included, × 2 FLOP).
 
 Timings are medians of ``--repeats`` runs after ``--warmup`` runs, mmdet and ours
-alternating, so a noisy shared machine slows both alike.
+alternating, so a noisy shared machine slows all alike.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -137,11 +142,8 @@ def build_detectors(arch: str, *, seed: int = 0) -> tuple[nn.Module, nn.Module]:
     theirs.init_weights()
     cfg.model.backbone = dict(type='PVT', arch=arch, embed_norm_eps=1e-6)  # mmdet's LayerNorm eps everywhere
     ours = MODELS.build(cfg.model)
-    state = theirs.state_dict()
-    backbone = {k[len('backbone.') :]: v for k, v in state.items() if k.startswith('backbone.')}
-    converted = {f'backbone.{k}': v for k, v in convert_state_dict(backbone, ours.backbone).items()}
-    rest = {k: v for k, v in state.items() if not k.startswith('backbone.')}
-    ours.load_state_dict({**rest, **converted}, strict=True)
+    # the converter finds the backbone under 'backbone.' and keeps neck and head keys as they are
+    ours.load_state_dict(convert_state_dict(theirs.state_dict(), ours.backbone), strict=True)
     return theirs, ours
 
 
@@ -156,6 +158,18 @@ def detector_inputs(hw: tuple[int, int], device: str) -> tuple[torch.Tensor, lis
         )
     )
     return torch.randn(1, 3, h, w, device=device), [sample]
+
+
+def with_fast(ours: nn.Module) -> dict[str, nn.Module]:
+    """mmpvt as built and an optimised copy (:func:`mmpvt.optimize_for_cpu_inference`), same weights."""
+    from mmpvt import optimize_for_cpu_inference
+
+    return {'mmpvt': ours, 'mmpvt_fast': optimize_for_cpu_inference(copy.deepcopy(ours))}
+
+
+def ratios(times: dict[str, float]) -> dict[str, float]:
+    """mmdet / optimised mmpvt (``speedup``) and plain / optimised mmpvt (``fast_gain``)."""
+    return dict(speedup=times['mmdet'] / times['mmpvt_fast'], fast_gain=times['mmpvt'] / times['mmpvt_fast'])
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -229,45 +243,49 @@ def train_step(model: nn.Module, x: torch.Tensor, args: argparse.Namespace) -> N
 def run_infer(theirs: nn.Module, ours: nn.Module, args: argparse.Namespace, results: dict[str, Any]) -> None:
     from mmpvt.analysis import count_macs
 
-    theirs.eval()
-    ours.eval()
+    models = {'mmdet': theirs.eval(), **{name: m.eval() for name, m in with_fast(ours).items()}}
     for h, w in args.infer_size:
         x = torch.randn(1, 3, h, w, device=args.device)
         with torch.inference_mode(), autocast(args):
-            ok, diff, rel = agree(theirs(x), ours(x), args.tolerance)
-            if not ok:
-                raise AssertionError(f'outputs differ at {h}×{w}: max |diff| {diff:.2e} ({rel:.1e} of scale)')
-            times = time_pair({'mmdet': lambda x=x: theirs(x), 'mmpvt': lambda x=x: ours(x)}, args)
+            reference = theirs(x)
+            for name in ('mmpvt', 'mmpvt_fast'):
+                ok, diff, rel = agree(reference, models[name](x), args.tolerance)
+                if not ok:
+                    raise AssertionError(
+                        f'{name} outputs differ at {h}×{w}: max |diff| {diff:.2e} ({rel:.1e} of scale)'
+                    )
+            times = time_pair({name: lambda m=m, x=x: m(x) for name, m in models.items()}, args)
         macs = count_macs(ours, lambda m, x=x: m(x)).total
         results[f'infer_{h}x{w}'] = dict(
-            **times, speedup=times['mmdet'] / times['mmpvt'], max_abs_diff=diff, max_rel_diff=rel, gmacs=macs / 1e9
+            **times, **ratios(times), max_abs_diff=diff, max_rel_diff=rel, gmacs=macs / 1e9
         )
         print(f'  infer {h}×{w}: outputs agree (max |diff| {diff:.1e}, {rel:.1e} of scale)', flush=True)
 
 
 def run_train(theirs: nn.Module, ours: nn.Module, args: argparse.Namespace, results: dict[str, Any]) -> None:
-    theirs.train()
-    ours.train()
     ours.with_cp = False
+    models = {'mmdet': theirs.train(), **{name: m.train() for name, m in with_fast(ours).items()}}
     x = torch.randn(args.train_batch, 3, *args.train_size, device=args.device)
-    times = time_pair({'mmdet': lambda: train_step(theirs, x, args), 'mmpvt': lambda: train_step(ours, x, args)}, args)
+    times = time_pair({name: lambda m=m: train_step(m, x, args) for name, m in models.items()}, args)
     h, w = args.train_size
-    results[f'train_{args.train_batch}x{h}x{w}'] = dict(**times, speedup=times['mmdet'] / times['mmpvt'])
+    results[f'train_{args.train_batch}x{h}x{w}'] = dict(**times, **ratios(times))
 
 
 def run_detector(args: argparse.Namespace, results: dict[str, Any]) -> None:
     theirs, ours = build_detectors(args.arch)
-    theirs.to(args.device).eval()
-    ours.to(args.device).eval()
+    models = {'mmdet': theirs, **with_fast(ours)}
+    for model in models.values():
+        model.to(args.device).eval()
     x, samples = detector_inputs(tuple(args.detector_size), args.device)
     with torch.inference_mode(), autocast(args):
-        ok, diff, rel = agree(theirs(x, mode='tensor'), ours(x, mode='tensor'), args.tolerance)
-        if not ok:
-            raise AssertionError(f'detector outputs differ: max |diff| {diff:.2e} ({rel:.1e} of scale)')
-        fns = {'mmdet': lambda: theirs.predict(x, samples), 'mmpvt': lambda: ours.predict(x, samples)}
-        times = time_pair(fns, args)
+        reference = theirs(x, mode='tensor')
+        for name in ('mmpvt', 'mmpvt_fast'):
+            ok, diff, rel = agree(reference, models[name](x, mode='tensor'), args.tolerance)
+            if not ok:
+                raise AssertionError(f'{name} detector outputs differ: max |diff| {diff:.2e} ({rel:.1e} of scale)')
+        times = time_pair({name: lambda m=m: m.predict(x, samples) for name, m in models.items()}, args)
     h, w = args.detector_size
-    results[f'retinanet_{h}x{w}'] = dict(**times, speedup=times['mmdet'] / times['mmpvt'], max_abs_diff=diff)
+    results[f'retinanet_{h}x{w}'] = dict(**times, **ratios(times), max_abs_diff=diff)
     print(f'  detector {h}×{w}: head outputs agree (max |diff| {diff:.1e})', flush=True)
 
 
@@ -340,10 +358,16 @@ def args_device_name() -> str:
 
 
 def print_table(results: dict[str, Any]) -> None:
-    print('\n| measurement | mmdet | mmpvt | mmdet / mmpvt |\n|---|---|---|---|')
+    print(
+        '\n| measurement | mmdet | mmpvt plain | mmpvt optimised | mmdet / optimised | plain / optimised |'
+        '\n|---|---|---|---|---|---|'
+    )
     for name, r in results.items():
         if name.startswith(('infer', 'train', 'retinanet')):
-            print(f'| {name} | {r["mmdet"]:.3f} s | {r["mmpvt"]:.3f} s | {r["speedup"]:.2f}× faster |')
+            print(
+                f'| {name} | {r["mmdet"]:.3f} s | {r["mmpvt"]:.3f} s | {r["mmpvt_fast"]:.3f} s '
+                f'| {r["speedup"]:.2f}× | {r["fast_gain"]:.2f}× |'
+            )
         elif name.startswith('memory'):
             print(
                 f'| {name} peak (train step) | {r["mmdet_mib"]:.0f} MiB | {r["mmpvt_cp_mib"]:.0f} MiB with_cp '
@@ -355,7 +379,7 @@ def print_table(results: dict[str, Any]) -> None:
             f'\nfp32 GEMM rate: {g["gemm_gflops"]:.0f} GFLOP/s. PVT backbone at {g["size"]}: '
             f'{g["gflop"]:.0f} GFLOP ({g["gflop"] / 2:.1f} GMAC incl. attention), '
             f'mmdet {g["mmdet_gflops"]:.0f} GFLOP/s ({g["mmdet_share"]:.0%}), '
-            f'mmpvt {g["mmpvt_gflops"]:.0f} GFLOP/s ({g["mmpvt_share"]:.0%} of the GEMM rate)'
+            f'optimised mmpvt {g["mmpvt_gflops"]:.0f} GFLOP/s ({g["mmpvt_share"]:.0%} of the GEMM rate)'
         )
     print(f'machine: {results["machine"]}')
 
@@ -389,9 +413,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 size=f'{h}×{w}',
                 gflop=flop,
                 mmdet_gflops=flop / r['mmdet'],
-                mmpvt_gflops=flop / r['mmpvt'],
+                mmpvt_gflops=flop / r['mmpvt_fast'],
                 mmdet_share=flop / r['mmdet'] / rate,
-                mmpvt_share=flop / r['mmpvt'] / rate,
+                mmpvt_share=flop / r['mmpvt_fast'] / rate,
             )
         if 'train' in args.tasks:
             run_train(theirs, ours, args, results)

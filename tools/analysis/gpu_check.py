@@ -773,13 +773,13 @@ def parity_checks(arch: str, device: str, size: tuple[int, int] = PARITY_SIZE) -
             record(f'{dtype} autocast vs mmdet', relative_diff(ref_amp, out_amp), TOL[dtype], context)
         sras = [m for m in ours.modules() if isinstance(m, SpatialReductionAttention)]
         with torch.autocast(device, dtype=torch.float16):
-            fused = ours(x)
+            sdpa = ours(x)  # fused_attn=True: F.scaled_dot_product_attention
             for m in sras:
                 m.fused_attn = False
             explicit = ours(x)
             for m in sras:
                 m.fused_attn = True
-        record('SRA SDPA vs explicit, fp16', relative_diff(explicit, fused), TOL['sdpa_fp16'])
+        record('SRA SDPA vs explicit, fp16', relative_diff(explicit, sdpa), TOL['sdpa_fp16'])
         if device == 'cuda':
             cpu = copy.deepcopy(ours).cpu()
             record('CUDA vs CPU, fp32', relative_diff([o.cpu() for o in out], cpu(x.cpu())), TOL['cuda_cpu'])
