@@ -10,6 +10,8 @@
   numbers of an uninterrupted one (:mod:`.hooks.resumable_randomness`; opt-in, also under our tools).
 * ``custom_hooks = [dict(type='RankMeanLossHook')]``: losses logged as the mean over ranks
   (:mod:`.hooks.rank_mean_loss`; our tools add it to distributed runs).
+* ``custom_hooks = [dict(type='CpuFastPathsHook')]``: the CPU fast paths of
+  :func:`mmpvt.optimize_for_cpu_inference` (:mod:`.hooks.cpu_fast_paths`; our tools add it).
 * ``optim_wrapper = dict(type='CpuAmpOptimWrapper', ...)``: bfloat16 mixed precision on the CPU
   (:mod:`.optim`; mmdet's ``--amp`` picks ``AmpOptimWrapper``, which needs a GPU).
 * ``model_wrapper_cfg = dict(type='CpuDistributedDataParallel')``: DDP on CPU processes
@@ -19,7 +21,7 @@ Each class is registered by the module that defines it. Nothing here imports mmd
 """
 
 from .fileio import AtomicLocalBackend, write_atomically
-from .hooks import EarlyChecksHook, LabelValuesHook, RankMeanLossHook, ResumableRandomnessHook
+from .hooks import CpuFastPathsHook, EarlyChecksHook, LabelValuesHook, RankMeanLossHook, ResumableRandomnessHook
 from .model_wrappers import CpuDistributedDataParallel
 from .optim import CpuAmpOptimWrapper
 
@@ -27,6 +29,7 @@ __all__ = [
     'AtomicLocalBackend',
     'CpuAmpOptimWrapper',
     'CpuDistributedDataParallel',
+    'CpuFastPathsHook',
     'EarlyChecksHook',
     'LabelValuesHook',
     'RankMeanLossHook',

@@ -4,7 +4,7 @@ The library is chosen by the config's ``default_scope`` (``mmdet`` or ``mmseg``)
 mmdet's (:mod:`.args`). Before a Runner is built the config is checked (:mod:`.config_checks`,
 :mod:`.data_checks`) so that the common mistakes fail with a message that says what to do; the
 checks that need the Runner's datasets and model run before ``runner.train()``/``runner.test()``.
-The Runner gets the atomic checkpoint backend, the label-value check and, in distributed runs,
+The Runner gets the atomic checkpoint backend, the label-value check, the CPU fast paths and, in distributed runs,
 the rank-mean loss log; reproducible resumes are the config's choice (``ResumableRandomnessHook``).
 """
 
@@ -22,7 +22,7 @@ from mmengine.runner import Runner, load_checkpoint
 
 from ..checkpoint import allow_mmengine_checkpoints
 from ..datasets.wrappers import leaf_datasets
-from ..engine.hooks import LabelValuesHook, RankMeanLossHook
+from ..engine.hooks import CpuFastPathsHook, LabelValuesHook, RankMeanLossHook
 from . import ConfigError
 from .args import test_parser, train_parser
 from .checkpoints import check_checkpoint_fits, checkpoint_shapes
@@ -63,6 +63,8 @@ def build_runner(cfg: Config) -> Runner:
         runner = Runner.from_cfg(cfg)
     if cfg.launcher != 'none':
         runner.register_hook(RankMeanLossHook())
+    if not any(isinstance(hook, CpuFastPathsHook) for hook in runner.hooks):
+        runner.register_hook(CpuFastPathsHook())  # the patch-conv GEMM in training, all shortcuts in testing
     return runner
 
 

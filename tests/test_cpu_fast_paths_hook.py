@@ -1,0 +1,42 @@
+"""The CPU fast paths reach the Runner's model: our tools add ``CpuFastPathsHook``, a config can name it."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from helpers import toy_config
+from mmengine.runner import Runner
+
+from mmpvt.launch.main import build_runner
+from mmpvt.models.cpu_inference import PatchGemmConv2d
+
+
+def patch_gemms(model: torch.nn.Module) -> int:
+    return sum(isinstance(module, PatchGemmConv2d) for module in model.modules())
+
+
+def check_fast_and_equal(runner: Runner) -> None:
+    """Before the run the model is plain; ``before_run`` swaps the fast paths in without changing its outputs."""
+    model = runner.model.eval()
+    plain = copy.deepcopy(model)
+    assert patch_gemms(model) == 0
+    runner.call_hook('before_run')
+    assert patch_gemms(model) == 4 + 2 + 2 + 2  # PVT-T: 4 patch embeddings, the SR convs of 2 blocks in stages 1-3
+    image = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        for ours, theirs in zip(model.backbone(image), plain.backbone(image)):
+            torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+    assert model.state_dict().keys() == plain.state_dict().keys()
+
+
+def test_our_tools_add_the_hook(toy_coco: Path, tmp_path: Path) -> None:
+    runner = build_runner(toy_config('retinanet_pvt_t_fpn_toy_coco', toy_coco, tmp_path))
+    check_fast_and_equal(runner)
+
+
+def test_a_config_names_the_hook_for_stock_tools(toy_coco: Path, tmp_path: Path) -> None:
+    cfg = toy_config('retinanet_pvt_t_fpn_toy_coco', toy_coco, tmp_path)
+    cfg.custom_hooks = [dict(type='CpuFastPathsHook')]
+    check_fast_and_equal(Runner.from_cfg(cfg))
