@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY
+from helpers import TINY, save_checkpoint, small_config
 from mmengine.registry import DefaultScope
 
 from mmpvt.datasets import make_toy_ade, make_toy_coco
@@ -24,6 +24,20 @@ def toy_coco(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def toy_ade(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny toy ADE20K: 8 training and 4 validation images of 64x64 pixels."""
     return make_toy_ade(tmp_path_factory.mktemp('toy_ade'), num_train=8, num_val=4, size=TINY)
+
+
+@pytest.fixture(scope='module')
+def small_detector(toy_coco: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(config, checkpoint) of an untrained small toy RetinaNet-PVT-T (helpers' ``small_config``).
+
+    It keeps its 20 best boxes per image: an untrained detector scores below the default threshold.
+    """
+    folder = tmp_path_factory.mktemp('small_detector')
+    small = small_config(folder / 'small.py', toy_coco)
+    config, checkpoint = folder / 'config.py', folder / 'model.pth'
+    config.write_text(f"_base_ = '{small}'\nmodel = dict(test_cfg=dict(score_thr=0.0, max_per_img=20))\n")
+    save_checkpoint(config, checkpoint)
+    return config, checkpoint
 
 
 @pytest.fixture(autouse=True)

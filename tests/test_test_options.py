@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from helpers import REPO, checkout_env, save_checkpoint, small_config, toy_config
+from helpers import REPO, checkout_env, save_checkpoint, toy_config
 
 from mmpvt.checkpoint import load_file
 
@@ -24,22 +24,11 @@ def run_test_tool(*args: str | Path, work_dir: Path) -> subprocess.CompletedProc
     return subprocess.run(command, capture_output=True, text=True, check=False, cwd=REPO, env=env, timeout=900)
 
 
-@pytest.fixture(scope='module')
-def detector(toy_coco: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(config, checkpoint) of an untrained small toy RetinaNet-PVT-T that keeps its 20 best boxes per image."""
-    folder = tmp_path_factory.mktemp('detector')
-    small = small_config(folder / 'small.py', toy_coco)
-    config, checkpoint = folder / 'config.py', folder / 'model.pth'
-    config.write_text(f"_base_ = '{small}'\nmodel = dict(test_cfg=dict(score_thr=0.0, max_per_img=20))\n")
-    save_checkpoint(config, checkpoint)
-    return config, checkpoint
-
-
 @pytest.mark.slow
-def test_detector_tta_flips_and_merges(detector: tuple[Path, Path], tmp_path: Path) -> None:
+def test_detector_tta_flips_and_merges(small_detector: tuple[Path, Path], tmp_path: Path) -> None:
     """The toy config has no tta_model: mmdet's flip TTA (DetTTAModel, NMS 0.5) is used, the checkpoint is
     loaded into the wrapped detector (strictly: a key mismatch would fail the run) and predictions change."""
-    config, checkpoint = detector
+    config, checkpoint = small_detector
     plain, tta = tmp_path / 'plain.pkl', tmp_path / 'tta.pkl'
     first = run_test_tool(config, checkpoint, '--out', plain, work_dir=tmp_path / 'plain')
     assert first.returncode == 0, first.stderr[-3000:]
@@ -86,10 +75,10 @@ tta_pipeline = [
 
 
 @pytest.mark.slow
-def test_detector_tta_uses_the_checkpoints_weights(detector: tuple[Path, Path], tmp_path: Path) -> None:
+def test_detector_tta_uses_the_checkpoints_weights(small_detector: tuple[Path, Path], tmp_path: Path) -> None:
     """A config's own TTA with one unflipped pass predicts what the plain run predicts, so the trained
     weights (not a fresh initialisation) reached the wrapped detector."""
-    config, fresh = detector
+    config, fresh = small_detector
     # weights the config's seed would not rebuild: a TTA model left at its initialisation must not pass
     saved = load_file(fresh)
     generator = torch.Generator().manual_seed(1)
@@ -118,8 +107,8 @@ def rows(instances: dict) -> np.ndarray:
     return table[np.lexsort(np.round(table, 2).T[::-1])]
 
 
-def test_detector_out_must_be_a_pickle(detector: tuple[Path, Path], tmp_path: Path) -> None:
-    config, checkpoint = detector
+def test_detector_out_must_be_a_pickle(small_detector: tuple[Path, Path], tmp_path: Path) -> None:
+    config, checkpoint = small_detector
     result = run_test_tool(config, checkpoint, '--out', tmp_path / 'preds', work_dir=tmp_path / 'w')
     assert result.returncode == 1
     assert '--out must name a .pkl file for a detector' in result.stderr

@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from helpers import REPO, checkout_env, logged_test_metrics, save_checkpoint, small_config
+from helpers import REPO, checkout_env, logged_test_metrics
 
 #: Stands in for srun: records its arguments and environment, starts nothing.
 FAKE_SRUN = """#!/usr/bin/env bash
@@ -163,23 +163,9 @@ def test_dist_script_hands_torchrun_the_nodes(script: str, tmp_path: Path) -> No
     ]
 
 
-@pytest.fixture(scope='module')
-def tiny_detector(toy_coco: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(config, checkpoint) of an untrained small toy RetinaNet-PVT-T (helpers' ``small_config``).
-
-    It keeps its 20 best boxes per image: an untrained detector scores below the default threshold.
-    """
-    folder = tmp_path_factory.mktemp('tiny_detector')
-    small = small_config(folder / 'small.py', toy_coco)
-    config, checkpoint = folder / 'config.py', folder / 'model.pth'
-    config.write_text(f"_base_ = '{small}'\nmodel = dict(test_cfg=dict(score_thr=0.0, max_per_img=20))\n")
-    save_checkpoint(config, checkpoint)
-    return config, checkpoint
-
-
 @pytest.mark.slow
-def test_dist_test_runs_two_cpu_processes(tiny_detector: tuple[Path, Path], tmp_path: Path) -> None:
-    config, checkpoint = tiny_detector
+def test_dist_test_runs_two_cpu_processes(small_detector: tuple[Path, Path], tmp_path: Path) -> None:
+    config, checkpoint = small_detector
     python = fake_command(tmp_path / 'bin', 'python', FAKE_PYTHON)
     port = str(free_port())
     work_dir, predictions = tmp_path / 'test', tmp_path / 'predictions.pkl'
@@ -213,8 +199,8 @@ def test_dist_test_runs_two_cpu_processes(tiny_detector: tuple[Path, Path], tmp_
             np.testing.assert_allclose(np.asarray(ours[key]), np.asarray(theirs[key]), rtol=1e-4, atol=1e-3)
 
 
-def test_show_dir_draws_every_test_image(tiny_detector: tuple[Path, Path], toy_coco: Path, tmp_path: Path) -> None:
-    config, checkpoint = tiny_detector
+def test_show_dir_draws_every_test_image(small_detector: tuple[Path, Path], toy_coco: Path, tmp_path: Path) -> None:
+    config, checkpoint = small_detector
     show_dir = tmp_path / 'shown'
     command = [sys.executable, 'tools/test.py', str(config), str(checkpoint), '--work-dir', str(tmp_path / 'test')]
     run_script([*command, '--show-dir', str(show_dir)], tmp_path, timeout=300, OMP_NUM_THREADS='1')
