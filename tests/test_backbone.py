@@ -10,6 +10,7 @@ from mmpvt.models import pvt as pvt_module
 
 V1_ARCHS = ['tiny', 'small', 'medium', 'large']
 UNEVEN_SIZES = [(33, 33), (112, 137), (64, 96)]
+SHAPE_DEPTHS = (1, 1, 1, 1)  # shapes depend on widths, strides and SR ratios, not on the number of blocks
 
 
 def build(arch: str, **kwargs) -> PVT:
@@ -34,7 +35,7 @@ def assert_pyramid(model: PVT, image_hw: tuple[int, int], outs: tuple[torch.Tens
 @pytest.mark.parametrize('arch', V1_ARCHS)
 @pytest.mark.parametrize('image_hw', UNEVEN_SIZES)
 def test_outputs_match_declared_feature_info(arch: str, image_hw: tuple[int, int]) -> None:
-    model = build(arch).eval()
+    model = build(arch, depths=SHAPE_DEPTHS).eval()
     assert model.out_channels == (64, 128, 320, 512)
     assert model.out_strides == (4, 8, 16, 32)
     with torch.no_grad():
@@ -45,7 +46,7 @@ def test_outputs_match_declared_feature_info(arch: str, image_hw: tuple[int, int
 @pytest.mark.parametrize('arch', ['b0', 'b1', 'b2_li'])
 @pytest.mark.parametrize('image_hw', [(31, 31), *UNEVEN_SIZES])
 def test_v2_outputs_match_declared_feature_info(arch: str, image_hw: tuple[int, int]) -> None:
-    model = build(arch).eval()
+    model = build(arch, depths=SHAPE_DEPTHS).eval()
     assert model.out_strides == (4, 8, 16, 32)
     with torch.no_grad():
         outs = model(torch.randn(1, 3, *image_hw))
@@ -55,7 +56,7 @@ def test_v2_outputs_match_declared_feature_info(arch: str, image_hw: tuple[int, 
 
 def test_v2_keeps_working_below_v1_minimum() -> None:
     """Overlapping patches with padding make 31×31 valid for v2 (mmdet's test size)."""
-    model = build('b0').eval()
+    model = build('b0', depths=SHAPE_DEPTHS).eval()
     assert model.min_input_size < 31
     with torch.no_grad():
         outs = model(torch.randn(1, 3, 31, 31))
@@ -63,7 +64,7 @@ def test_v2_keeps_working_below_v1_minimum() -> None:
 
 
 def test_detection_size_tiny() -> None:
-    model = build('tiny').eval()
+    model = build('tiny', depths=SHAPE_DEPTHS).eval()
     with torch.no_grad():
         outs = model(torch.randn(1, 3, 800, 1333))
     assert_pyramid(model, (800, 1333), outs)
@@ -71,7 +72,7 @@ def test_detection_size_tiny() -> None:
 
 
 def test_smallest_input_is_the_total_stride() -> None:
-    model = build('tiny').eval()
+    model = build('tiny', depths=SHAPE_DEPTHS).eval()
     assert model.min_input_size == 32
     with torch.no_grad():
         outs = model(torch.randn(1, 3, 32, 32))
