@@ -14,10 +14,11 @@ import mmpvt.models.cpu_inference as cpu_inference
 from mmpvt.analysis import count_macs
 from mmpvt.layers import Mlp, PatchEmbed
 from mmpvt.models.cpu_inference import (
-    LinearGelu,
+    GeluFusedMlp,
     PatchGemmConv2d,
     TokenChunkedBlock,
     is_patch_conv,
+    linear_gelu,
     optimize_for_cpu_inference,
     strided_patch_linear,
 )
@@ -80,21 +81,16 @@ def test_patch_embed_matches_conv_then_norm(kernel: int) -> None:
 def test_linear_gelu_matches_the_plain_ops() -> None:
     torch.manual_seed(0)
     fc = nn.Linear(32, 64)
-    fused = copy.deepcopy(fc)
-    fused.__class__ = LinearGelu
     x = torch.randn(2, 50, 32)
     with torch.no_grad():
-        torch.testing.assert_close(fused(x), F.gelu(fc(x)), atol=1e-5, rtol=1e-5)
-    out = fused(x)  # with autograd: the plain, differentiable path
-    assert out.requires_grad
-    torch.testing.assert_close(out, F.gelu(fc(x)), atol=0, rtol=0)
+        torch.testing.assert_close(linear_gelu(x, fc), F.gelu(fc(x)), atol=1e-5, rtol=1e-5)
 
 
 def test_mlp_hidden_is_fused_only_without_gradients() -> None:
     torch.manual_seed(0)
     plain = Mlp(16, 64).eval()
     mlp = optimized(plain)
-    assert isinstance(mlp.fc1, LinearGelu)
+    assert isinstance(mlp, GeluFusedMlp)
     x = torch.randn(1, 12, 16)
     with torch.no_grad():
         fused = mlp(x, (3, 4))
@@ -137,12 +133,57 @@ def test_the_step_is_idempotent_and_keeps_parameters_keys_and_hooks() -> None:
     classes = [type(m) for m in model.modules()]
     optimize_for_cpu_inference(model)
     assert [type(m) for m in model.modules()] == classes
-    assert PatchGemmConv2d in classes and LinearGelu in classes and TokenChunkedBlock in classes
+    assert PatchGemmConv2d in classes and GeluFusedMlp in classes and TokenChunkedBlock in classes
     assert dict(model.named_parameters()) == params  # the same Parameter objects: optimisers keep working
     assert list(model.state_dict()) == keys
     with torch.no_grad():
         model(torch.randn(1, 3, 64, 64))
     assert calls == ['fc1']
+
+
+def test_a_hooked_fc1_sees_what_it_sees_in_the_plain_model() -> None:
+    """The fused kernel would skip ``fc1`` and ``act``: with a hook on either, the MLP runs its plain path."""
+    torch.manual_seed(0)
+    plain = Mlp(16, 64).eval()
+    mlp = optimized(plain)
+    seen = {}
+    plain.fc1.register_forward_hook(lambda _m, _i, out: seen.__setitem__('plain', out))
+    mlp.fc1.register_forward_hook(lambda _m, _i, out: seen.__setitem__('fast', out))
+    with torch.no_grad():
+        mlp(torch.randn(1, 12, 16), (3, 4))
+        plain(torch.randn(1, 12, 16), (3, 4))
+    assert 'fast' in seen and seen['fast'].min() < -0.2  # fc1's own output, not GELU's (>= -0.17)
+
+
+def test_only_plain_gelu_mlps_are_fused() -> None:
+    """A reparametrised ``fc1`` or another activation is left alone (the kernel would ignore both)."""
+    tanh = Mlp(16, 64)
+    tanh.act = nn.GELU(approximate='tanh')
+    normed = Mlp(16, 64)
+    torch.nn.utils.parametrizations.weight_norm(normed.fc1)
+    for mlp in (tanh, normed):
+        assert type(optimize_for_cpu_inference(mlp)) is Mlp
+
+
+def test_the_optimised_model_traces_with_torch_jit() -> None:
+    """torch.jit.trace (the tracer of mmdeploy's ONNX export) records the plain ops, not the oneDNN kernel."""
+    torch.manual_seed(0)
+    plain = PyramidVisionTransformer.from_arch('tiny', depths=(1, 1, 1, 1)).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        traced = torch.jit.trace(optimized(plain), x)
+        for ours, theirs in zip(traced(x), plain(x), strict=True):
+            torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+
+
+def test_the_patch_gemm_refuses_a_map_smaller_than_its_patch_as_the_conv_does() -> None:
+    conv = nn.Conv2d(8, 8, 4, stride=4)
+    fast = copy.deepcopy(conv)
+    fast.__class__ = PatchGemmConv2d  # what the step does to an SR reduction (a standalone SRA's too)
+    with pytest.raises(RuntimeError, match='Kernel size'):
+        conv(torch.randn(1, 8, 3, 9))
+    with pytest.raises(RuntimeError, match='Kernel size'):
+        fast(torch.randn(1, 8, 3, 9))
 
 
 def test_only_pvt_layers_change_in_a_larger_model() -> None:

@@ -11,7 +11,7 @@ computation whenever its shortcut does not apply:
   oneDNN's convolution for PVT's shapes. Exact and differentiable, so it also runs under
   autograd and autocast; it steps aside off the CPU (cuDNN on CUDA, TF32 by default, would
   not match) and while tracing.
-- :class:`LinearGelu`: ``gelu(linear(x))`` as one oneDNN call with GELU as a post-op
+- :class:`GeluFusedMlp`: the v1 MLP with ``gelu(fc1(x))`` as one oneDNN call with GELU as a post-op
   (the kernel ``torch.compile`` uses on CPU), skipping the separate GELU pass over the
   MLP's largest tensor. No autograd formula: fp32 CPU inference only (:func:`kernels_apply`).
 - :class:`TokenChunkedBlock`: a block whose MLP half (``x + MLP(LN(x))``) acts on each token
@@ -35,7 +35,7 @@ _MKLDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, '_l
 
 
 def kernels_apply(x: torch.Tensor, module: nn.Module) -> bool:
-    """True if the inference-only shortcuts (:class:`LinearGelu`, :class:`TokenChunkedBlock`) may run on ``x``.
+    """True if the inference-only shortcuts (:class:`GeluFusedMlp`, :class:`TokenChunkedBlock`) may run on ``x``.
 
     That is: oneDNN is available, ``x`` is an fp32 CPU tensor, no autocast region would
     change the dtype of the plain ops (the kernels take the fp32 weights as they are),
@@ -106,22 +106,37 @@ class PatchGemmConv2d(nn.Conv2d):
         The channels-last result is a view of the GEMM's (B, N, C_out) tokens, so the
         caller's ``.flatten(2).transpose(1, 2)`` gets them back without a copy.
         """
-        if x.device.type != 'cpu' or tracing():
-            return super().forward(x)
         b, _c, h, w = x.shape
         kh, kw = self.kernel_size
+        if x.device.type != 'cpu' or tracing() or h < kh or w < kw:  # the conv says what is wrong with x
+            return super().forward(x)
         tokens = strided_patch_linear(x, self)  # (B, N, C_out)
         return tokens.transpose(1, 2).reshape(b, self.out_channels, h // kh, w // kw)
 
 
-class LinearGelu(nn.Linear):
-    """``F.gelu(linear(x))`` (exact, erf-based GELU); one oneDNN call in fp32 CPU inference."""
+def _watched(module: nn.Module) -> bool:
+    """True if a forward hook would see ``module``'s call: the fused kernel must then not skip it."""
+    return bool(
+        module._forward_hooks
+        or module._forward_pre_hooks
+        or nn.modules.module._global_forward_hooks
+        or nn.modules.module._global_forward_pre_hooks
+    )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (..., in_features) -> (..., out_features)."""
-        if not kernels_apply(x, self):
-            return F.gelu(super().forward(x))
-        return linear_gelu(x, self)
+
+class GeluFusedMlp(Mlp):
+    """A v1 MLP (``fc1 -> GELU -> fc2``) whose ``gelu(fc1(x))`` is one oneDNN call in fp32 CPU inference.
+
+    The kernel replaces the calls of ``fc1`` and ``act``, so it steps aside (the plain
+    :meth:`Mlp.forward` runs) whenever a forward hook watches either of them, besides the
+    conditions of :func:`kernels_apply`.
+    """
+
+    def forward(self, x: torch.Tensor, hw_shape: tuple[int, int]) -> torch.Tensor:
+        """x: (B, N, C) tokens of an H×W map -> (B, N, C)."""
+        if not kernels_apply(x, self) or _watched(self.fc1) or _watched(self.act):
+            return super().forward(x, hw_shape)
+        return self.drop(self.fc2(self.drop(linear_gelu(x, self.fc1))))
 
 
 class TokenChunkedBlock(PVTBlock):
@@ -153,14 +168,15 @@ def optimize_for_cpu_inference(model: nn.Module) -> nn.Module:
 
     - every patch conv of a PVT layer (kernel == stride, no padding: PVT v1's patch
       embeddings, the SR reductions of v1 and v2) to :class:`PatchGemmConv2d`;
-    - the ``fc1`` of every MLP whose GELU directly follows it (v1) to :class:`LinearGelu`,
-      the MLP's separate ``act`` becoming ``nn.Identity``;
+    - every MLP whose exact GELU directly follows a plain ``fc1`` (v1) to :class:`GeluFusedMlp`;
     - every block with such a token-wise MLP to :class:`TokenChunkedBlock`.
 
-    Parameters, buffers, state-dict keys and registered hooks are unchanged, outputs equal
-    the plain model's to fp32 rounding, and each changed module runs its plain path under
-    autograd (except the exact patch GEMM), autocast, off the CPU, in training mode and
-    while tracing. PVTv2's overlapping patch embeddings and depth-wise-conv MLPs are left
+    Parameters, buffers, submodules, state-dict keys and registered hooks are unchanged,
+    outputs equal the plain model's to fp32 rounding, and each changed module runs its
+    plain path under autograd (except the exact patch GEMM), autocast, off the CPU, in
+    training mode and while tracing. In fp32 CPU inference, hooks inside a chunked MLP
+    half fire once per chunk, and ``FlopCounterMode`` sees the kernels, not the layers:
+    count FLOPs on the plain model. PVTv2's overlapping patch embeddings and depth-wise-conv MLPs are left
     plain: no shortcut measured faster for them. Applying it twice changes nothing more.
 
     Returns:
@@ -173,10 +189,21 @@ def optimize_for_cpu_inference(model: nn.Module) -> nn.Module:
             _use_patch_gemm(module.sr)
         elif type(module) is PVTBlock and module.mlp.dwconv is None:
             module.__class__ = TokenChunkedBlock
-        if type(module) is Mlp and module.dwconv is None and not module.relu:
-            module.fc1.__class__ = LinearGelu
-            module.act = nn.Identity()
+        if _plain_gelu_mlp(module):
+            module.__class__ = GeluFusedMlp
     return model
+
+
+def _plain_gelu_mlp(module: nn.Module) -> bool:
+    """True for an unmodified v1 MLP: plain ``fc1``, exact GELU, no depth-wise conv or ReLU."""
+    return (
+        type(module) is Mlp
+        and module.dwconv is None
+        and not module.relu
+        and type(module.fc1) is nn.Linear
+        and type(module.act) is nn.GELU
+        and module.act.approximate == 'none'
+    )
 
 
 def _use_patch_gemm(conv: nn.Conv2d) -> None:
