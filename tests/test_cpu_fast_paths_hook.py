@@ -40,3 +40,11 @@ def test_a_config_names_the_hook_for_stock_tools(toy_coco: Path, tmp_path: Path)
     cfg = toy_config('retinanet_pvt_t_fpn_toy_coco', toy_coco, tmp_path)
     cfg.custom_hooks = [dict(type='CpuFastPathsHook')]
     check_fast_and_equal(Runner.from_cfg(cfg))
+
+
+def test_a_model_off_the_cpu_is_left_as_it_is(toy_coco: Path, tmp_path: Path) -> None:
+    """On a GPU no shortcut applies: the hook leaves the module tree alone (``meta`` stands in for CUDA)."""
+    runner = build_runner(toy_config('retinanet_pvt_t_fpn_toy_coco', toy_coco, tmp_path))
+    runner.model.to('meta')
+    runner.call_hook('before_run')
+    assert patch_gemms(runner.model) == 0
