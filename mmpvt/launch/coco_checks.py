@@ -18,7 +18,6 @@ from mmengine.config import Config
 from mmengine.logging import print_log
 
 from ..datasets.wrappers import leaf_datasets
-from ..engine.fileio import write_atomically
 from . import ConfigError
 
 #: Keys a COCO annotation file needs for mmdet, at the top and in each entry of its lists.
@@ -227,6 +226,9 @@ def check_annotation_files(cfg: Config, loaders: tuple[str, ...]) -> None:
         passed[key] = check_coco_file(path) or ''
         changed = True
     if changed:
+        # Imported here: mmpvt.engine's hooks import these checks, so a module-level import would be a cycle.
+        from ..engine.fileio import write_atomically
+
         try:
             latest = dict(list(passed.items())[-200:])  # the latest 200 files
             write_atomically(json.dumps(latest).encode(), PASSED_FILES)  # whole or absent when runs start side by side
