@@ -45,7 +45,7 @@ def image_to_tensor(rgb: np.ndarray) -> torch.Tensor:
 
 def _query_weights(attn: SpatialReductionAttention, x: torch.Tensor, hw: tuple[int, int], index: int) -> torch.Tensor:
     """Head-averaged attention probabilities of token ``index`` over the reduced keys: (M,)."""
-    return attn.attention_weights(x, hw)[0, :, index].mean(dim=0)  # from (1, heads, N, M)
+    return attn.attention_weights(x, hw, slice(index, index + 1))[0, :, 0].mean(dim=0)  # from (1, heads, 1, M)
 
 
 @torch.no_grad()

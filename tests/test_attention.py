@@ -93,6 +93,8 @@ def test_attention_weights_are_what_the_layer_attends_with(sr_ratio: int, linear
     v = layer.kv(layer.reduced_tokens(x, hw))[..., 32:].reshape(2, -1, 2, 16).transpose(1, 2)  # (B, heads, M, C/heads)
     heads = (weights @ v).transpose(1, 2).reshape(2, -1, 32)
     torch.testing.assert_close(layer.proj(heads), layer(x, hw), atol=1e-5, rtol=1e-5)
+    # the rows of chosen queries alone are those rows of the whole matrix
+    torch.testing.assert_close(layer.attention_weights(x, hw, slice(5, 7)), weights[:, :, 5:7])
 
 
 @pytest.mark.parametrize('fused_attn', [True, False])

@@ -113,18 +113,22 @@ class SpatialReductionAttention(nn.Module):
             return F.gelu(self.norm(self.sr(x_map).flatten(2).transpose(1, 2)))
         return self.norm(self.sr(x_map).flatten(2).transpose(1, 2))
 
-    def attention_weights(self, x: torch.Tensor, hw_shape: tuple[int, int]) -> torch.Tensor:
+    def attention_weights(
+        self, x: torch.Tensor, hw_shape: tuple[int, int], queries: slice = slice(None)
+    ) -> torch.Tensor:
         """The attention probabilities ``softmax(q @ kᵀ · scale)``, without dropout.
 
         Args:
             x: (B, N, C) tokens of an H×W map.
             hw_shape: (H, W) of the map.
+            queries: the tokens whose rows are wanted (all by default); only their
+                queries are computed, so one row of a large map costs one row.
 
         Returns:
-            (B, heads, N, M) weights of each query over the M = N/r² keys of the reduced
-            map; each row sums to 1.
+            (B, heads, Nq, M) weights of the Nq chosen queries over the M = N/r² keys of
+            the reduced map; each row sums to 1.
         """
-        q, k, _v = self._heads(x, hw_shape)
+        q, k, _v = self._heads(x, hw_shape, queries)
         return self._weights(q, k)
 
     def forward(self, x: torch.Tensor, hw_shape: tuple[int, int]) -> torch.Tensor:
@@ -147,13 +151,15 @@ class SpatialReductionAttention(nn.Module):
         out = out.transpose(1, 2).reshape(b, n, c)  # the heads side by side
         return self.proj_drop(self.proj(out))
 
-    def _heads(self, x: torch.Tensor, hw_shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Queries (B, heads, N, C/heads), keys and values (B, heads, M, C/heads) of ``x``."""
+    def _heads(
+        self, x: torch.Tensor, hw_shape: tuple[int, int], queries: slice = slice(None)
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries (B, heads, Nq, C/heads) of the ``queries`` tokens; keys, values (B, heads, M, C/heads) of ``x``."""
         b, n, c = x.shape
         if n != hw_shape[0] * hw_shape[1]:
             raise ValueError(f'x has {n} tokens but hw_shape {tuple(hw_shape)} holds {hw_shape[0] * hw_shape[1]}')
         heads = self.num_heads
-        q = self.q(x).reshape(b, n, heads, c // heads).transpose(1, 2)  # (B, heads, N, C/heads)
+        q = self.q(x[:, queries]).reshape(b, -1, heads, c // heads).transpose(1, 2)  # (B, heads, Nq, C/heads)
         kv = self.kv(self.reduced_tokens(x, hw_shape))
         k, v = kv.reshape(b, -1, 2, heads, c // heads).permute(2, 0, 3, 1, 4)  # 2 × (B, heads, M, C/heads)
         return q, k, v
