@@ -9,6 +9,7 @@ import torch
 from helpers import toy_config
 from mmengine.runner import Runner
 
+from mmpvt.engine.hooks import CpuFastPathsHook, LabelValuesHook
 from mmpvt.launch.main import build_runner
 from mmpvt.models.cpu_inference import PatchGemmConv2d
 
@@ -48,3 +49,12 @@ def test_a_model_off_the_cpu_is_left_as_it_is(toy_coco: Path, tmp_path: Path) ->
     runner.model.to('meta')
     runner.call_hook('before_run')
     assert patch_gemms(runner.model) == 0
+
+
+def test_hooks_a_config_names_are_not_added_twice(toy_coco: Path, tmp_path: Path) -> None:
+    """A config naming EarlyChecksHook (a LabelValuesHook) and CpuFastPathsHook gets one of each from our tools."""
+    cfg = toy_config('retinanet_pvt_t_fpn_toy_coco', toy_coco, tmp_path)
+    cfg.custom_hooks = [dict(type='EarlyChecksHook'), dict(type='CpuFastPathsHook')]
+    runner = build_runner(cfg)
+    assert sum(isinstance(hook, LabelValuesHook) for hook in runner.hooks) == 1
+    assert sum(isinstance(hook, CpuFastPathsHook) for hook in runner.hooks) == 1

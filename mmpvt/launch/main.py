@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mmengine.config import Config, ConfigDict
+from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.runner import Runner, load_checkpoint
 
@@ -62,10 +63,19 @@ def build_runner(cfg: Config) -> Runner:
     else:
         runner = Runner.from_cfg(cfg)
     if cfg.launcher != 'none':
-        runner.register_hook(RankMeanLossHook())
-    if not any(isinstance(hook, CpuFastPathsHook) for hook in runner.hooks):
-        runner.register_hook(CpuFastPathsHook())  # the patch-conv GEMM in training, all shortcuts in testing
+        _register_once(runner, RankMeanLossHook())
+    _register_once(runner, LabelValuesHook())  # label-map values, checked batch by batch
+    _register_once(runner, CpuFastPathsHook())  # the patch-conv GEMM in training, all shortcuts in testing
     return runner
+
+
+def _register_once(runner: Runner, hook: Hook) -> None:
+    """Register ``hook`` unless the config already named one of its kind (``EarlyChecksHook`` is a ``LabelValuesHook``).
+
+    mmengine keeps duplicates, and a second copy would repeat its work on every iteration.
+    """
+    if not any(isinstance(registered, type(hook)) for registered in runner.hooks):
+        runner.register_hook(hook)
 
 
 def use_atomic_checkpoints(cfg: Config) -> None:
@@ -137,7 +147,6 @@ def _train(cfg: Config, resume: str | None) -> dict[str, float]:
         check_checkpoint_fits(runner.model, chosen.path, shapes=chosen.shapes)
     check_train_data(runner)
     check_image_files(runner)
-    runner.register_hook(LabelValuesHook())  # label-map values, checked batch by batch
     try:
         runner.train()
     except Exception as err:  # a corrupt image, a pretrained file of another model: named by explain_failure
@@ -247,7 +256,6 @@ def _test(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
         from mmdet.evaluation import DumpDetResults
 
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
-    runner.register_hook(LabelValuesHook())
     try:
         return runner.test()
     except Exception as err:  # a corrupt image, a broken annotation file: named by explain_failure

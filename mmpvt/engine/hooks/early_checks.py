@@ -28,16 +28,8 @@ class LabelValuesHook(Hook):
 
     priority = 'VERY_HIGH'
 
-    def before_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None) -> None:
-        """Check the batch's label-map values."""
-        check_seg_labels(runner.model, data_batch)
-
-    def before_val_iter(self, runner: Any, batch_idx: int, data_batch: Any = None) -> None:
-        """Check the batch's label-map values."""
-        check_seg_labels(runner.model, data_batch)
-
-    def before_test_iter(self, runner: Any, batch_idx: int, data_batch: Any = None) -> None:
-        """Check the batch's label-map values."""
+    def _before_iter(self, runner: Any, batch_idx: int, data_batch: Any = None, mode: str = 'train') -> None:
+        """Check the batch's label-map values (mmengine calls this before every train, val and test batch)."""
         check_seg_labels(runner.model, data_batch)
 
 
