@@ -19,6 +19,7 @@ from typing import Any
 from mmengine.config import Config, ConfigDict
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner, load_checkpoint
 
 from ..checkpoint import allow_mmengine_checkpoints
@@ -248,7 +249,9 @@ def test(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 def _test(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
     runner = build_runner(cfg)
-    model = runner.model.module if args.tta else runner.model  # a TTA model holds the detector as .module
+    model = runner.model.module if is_model_wrapper(runner.model) else runner.model  # DDP first, then TTA
+    if args.tta:
+        model = model.module  # a TTA model holds the detector as .module
     check_checkpoint_fits(model, args.checkpoint, shapes=on_rank_zero(checkpoint_shapes, args.checkpoint))
     if args.tta:
         load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True)
