@@ -5,8 +5,8 @@ What mmengine 0.10.7 allows a third-party package (``mmengine/config/utils.py``)
 name a folder (regex ``\\w*::\\w*/\\w*``), hence ``pvt/``; the package must be in mmengine's fixed
 ``MODULE2PACKAGE`` table, which has no API to extend it: the dict has to be given the entry before the config
 is read (``custom_imports`` are imported only after the bases are resolved). The tests build the wheel, install
-it into a fresh virtual environment (system site-packages for torch and the OpenMMLab stack, ``--no-deps``)
-and read configs in a subprocess of that environment from a folder outside the checkout.
+it into a fresh virtual environment that sees the running environment's packages (torch and the OpenMMLab
+stack; ``--no-deps``) and read configs in a subprocess of that environment from a folder outside the checkout.
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import site
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -41,11 +43,26 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return built
 
 
+def see_running_environment(python: Path) -> None:
+    """Let the virtual environment of ``python`` see this process's packages, after its own.
+
+    ``venv --system-site-packages`` would show the *base* interpreter's packages: run from inside the
+    README's ``.venv``, that is a Python without torch or mmengine. A ``.pth`` file listing this
+    environment's site-packages (as ``tools/setup_env.sh`` does for its build environment) shows the
+    environment the tests run in, whichever it is; the venv's own site-packages (the wheel) come first.
+    """
+    code = 'import sysconfig; print(sysconfig.get_paths()["purelib"])'
+    purelib = subprocess.run([str(python), '-c', code], capture_output=True, text=True, check=True).stdout.strip()
+    ours = dict.fromkeys([*site.getsitepackages(), sysconfig.get_paths()['purelib'], sysconfig.get_paths()['platlib']])
+    (Path(purelib) / 'running_environment.pth').write_text(''.join(f'{path}\n' for path in ours))
+
+
 @pytest.fixture(scope='module')
 def venv_python(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     venv = tmp_path_factory.mktemp('venv') / 'venv'
-    subprocess.run([sys.executable, '-m', 'venv', '--system-site-packages', str(venv)], check=True)
+    subprocess.run([sys.executable, '-m', 'venv', str(venv)], check=True)
     python = venv / 'bin' / 'python'
+    see_running_environment(python)
     install = [str(python), '-m', 'pip', 'install', '--no-deps', '--no-index', '-q', str(wheel)]
     out = subprocess.run(install, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -128,3 +145,13 @@ print(json.dumps(errors))
     assert errors['not registered'] == 'AssertionError: mmengine does not support to load mmpvt config.'
     assert 'please specify the package name and relative config path' in errors['no folder']
     assert 'registered, with folder' not in errors
+
+
+def test_ci_follows_the_readme_in_a_fresh_venv() -> None:
+    """CI takes the README's recommended path (a ``.venv``, activated, then ``make check``), so it cannot break unseen."""
+    readme, ci = (REPO / 'README.md').read_text(), (REPO / '.ci' / 'run').read_text()
+    assert 'python3 -m venv .venv && . .venv/bin/activate' in readme
+    commands = [line.strip() for line in ci.splitlines() if line.strip() and not line.lstrip().startswith('#')]
+    venv = commands.index('python3 -m venv --clear .venv')
+    assert commands.index('. .venv/bin/activate') == venv + 1
+    assert commands.index('make check') > venv + 1
