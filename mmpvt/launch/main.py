@@ -22,12 +22,12 @@ from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner, load_checkpoint
 
-from ..checkpoint import allow_mmengine_checkpoints
+from ..checkpoint import allow_mmengine_checkpoints, missing_checkpoint
 from ..datasets.wrappers import leaf_datasets
 from ..engine.hooks import CpuFastPathsHook, LabelValuesHook, RankMeanLossHook
 from . import ConfigError
 from .args import test_parser, train_parser
-from .checkpoints import check_checkpoint_fits, checkpoint_shapes
+from .checkpoints import check_checkpoint_fits, check_load_from, checkpoint_shapes, local_load_from
 from .config_checks import amp_optim_wrapper, check_amp_device, check_pretrained, load_config
 from .data_checks import check_data, check_image_files, check_train_data, explain_failure
 from .distributed import distributed_run, on_rank_zero, prepare_cpu_distributed, set_local_rank
@@ -111,10 +111,13 @@ def train_config(args: argparse.Namespace) -> Config:
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
         if not osp.isfile(args.resume):
-            raise ConfigError(f'--resume: checkpoint file not found: {args.resume}')
+            raise ConfigError(f'--resume: {missing_checkpoint(args.resume)}')
         cfg.resume, cfg.load_from = True, args.resume
     else:
         check_work_dir(cfg.work_dir)
+    load_from = local_load_from(cfg)
+    if load_from and not osp.isfile(load_from):
+        raise ConfigError(f'load_from: {missing_checkpoint(load_from)}')
     check_pretrained(cfg)
     check_data(cfg, ['train_dataloader', 'val_dataloader'])
     use_atomic_checkpoints(cfg)
@@ -146,6 +149,7 @@ def _train(cfg: Config, resume: str | None) -> dict[str, float]:
     runner = build_runner(cfg)
     if chosen is not None:
         check_checkpoint_fits(runner.model, chosen.path, shapes=chosen.shapes)
+    check_load_from(runner.model, cfg)  # a new run's load_from: classifiers of another class count allowed
     check_train_data(runner)
     check_image_files(runner)
     try:
@@ -224,7 +228,7 @@ def test_config(args: argparse.Namespace) -> Config:
     cfg = load_config(args.config, args.cfg_options)
     _setup(cfg, args)
     if not osp.isfile(args.checkpoint):
-        raise ConfigError(f'checkpoint file not found: {args.checkpoint}')
+        raise ConfigError(missing_checkpoint(args.checkpoint))
     if args.out:
         _set_out(cfg, args.out)
     # Under --tta _test loads the checkpoint into the wrapped model: mmengine would load it into the
