@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mmengine.config import DictAction
+from .cfg_options import CfgOptionsAction
 
 
 def _common_args(parser: argparse.ArgumentParser) -> None:
@@ -12,8 +12,9 @@ def _common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         '--cfg-options',
         nargs='+',
-        action=DictAction,
-        help='override config settings, key=value pairs (e.g. train_cfg.max_epochs=2)',
+        action=CfgOptionsAction,
+        help='override config settings, key=value pairs (e.g. train_cfg.max_epochs=2); values as in a config, '
+        "dict(...) included: \"visualizer.vis_backends=[dict(type='LocalVisBackend')]\"",
     )
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
