@@ -293,10 +293,10 @@ def variant_hint(model: nn.Module, shapes: Mapping[str, Sequence[int]]) -> str:
     if theirs is None or theirs == ours:
         return ''
     where = 'model.backbone.arch' if any(k.startswith('backbone.') for k in model.state_dict()) else 'arch'
-    mine = f"the model is PVT {ours!r}" if ours else 'the model is another PVT'
+    mine = f'the model is PVT {ours!r}' if ours else 'the model is another PVT'
     return (
         f" It looks like a checkpoint of PVT {theirs!r} and {mine}: set {where}='{theirs}' "
-        f'(and the neck\'s in_channels), or use a checkpoint of the model\'s variant.'
+        f"(and the neck's in_channels), or use a checkpoint of the model's variant."
     )
 
 

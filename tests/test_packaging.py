@@ -148,7 +148,7 @@ print(json.dumps(errors))
 
 
 def test_ci_follows_the_readme_in_a_fresh_venv() -> None:
-    """CI takes the README's recommended path (a ``.venv``, activated, then ``make check``), so it cannot break unseen."""
+    """CI takes the README's recommended path (``.venv``, activated, ``make check``), so it cannot break unseen."""
     readme, ci = (REPO / 'README.md').read_text(), (REPO / '.ci' / 'run').read_text()
     assert 'python3 -m venv .venv && . .venv/bin/activate' in readme
     commands = [line.strip() for line in ci.splitlines() if line.strip() and not line.lstrip().startswith('#')]

@@ -14,7 +14,7 @@ def _common_args(parser: argparse.ArgumentParser) -> None:
         nargs='+',
         action=CfgOptionsAction,
         help='override config settings, key=value pairs (e.g. train_cfg.max_epochs=2); values as in a config, '
-        "dict(...) included: \"visualizer.vis_backends=[dict(type='LocalVisBackend')]\"",
+        'dict(...) included: "visualizer.vis_backends=[dict(type=\'LocalVisBackend\')]"',
     )
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)

@@ -17,7 +17,7 @@ from typing import Any
 from mmengine.config import DictAction
 
 
-class _NotALiteral(ValueError):
+class _NotALiteralError(ValueError):
     """The text is not a literal of :func:`literal_with_dicts`'s kind."""
 
 
@@ -41,7 +41,7 @@ def _value(node: ast.AST) -> Any:
         and all(keyword.arg is not None for keyword in node.keywords)
     ):
         return {keyword.arg: _value(keyword.value) for keyword in node.keywords}
-    raise _NotALiteral(f'{ast.unparse(node)} is not a literal')
+    raise _NotALiteralError(f'{ast.unparse(node)} is not a literal')
 
 
 def literal_with_dicts(text: str) -> Any:
@@ -54,7 +54,7 @@ def literal_with_dicts(text: str) -> Any:
         return _value(ast.parse(text.strip(), mode='eval').body)
     except SyntaxError as err:
         raise ValueError(f'cannot read {text!r}: not Python') from err
-    except _NotALiteral as err:
+    except _NotALiteralError as err:
         raise ValueError(f'cannot read {text!r}: {err}') from err
 
 
@@ -83,6 +83,6 @@ class CfgOptionsAction(DictAction):
             super().__call__(parser, namespace, values, option_string)
         except ValueError as err:
             parser.error(
-                f"{option_string or '--cfg-options'}: {err}; write a dict as in a config, with quoted strings: "
-                "key=\"[dict(type='LocalVisBackend')]\""
+                f'{option_string or "--cfg-options"}: {err}; write a dict as in a config, with quoted strings: '
+                'key="[dict(type=\'LocalVisBackend\')]"'
             )

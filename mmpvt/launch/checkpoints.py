@@ -87,10 +87,11 @@ def check_checkpoint_fits(
         found += f'; tensors the model lacks: {", ".join(fit.unknown[:3])}'
     if fit.fits_but_classes:
         found += (
-            '. Only the classifiers differ: was it trained with another num_classes? Set the head\'s num_classes to '
+            ". Only the classifiers differ: was it trained with another num_classes? Set the head's num_classes to "
             "the checkpoint's, or fine-tune it on this data with load_from (tools/train.py)"
         )
-    raise ConfigError(f'{path} is not a checkpoint of this {type(model).__name__}: {found}.{variant_hint(model, shapes)}')
+    hint = variant_hint(model, shapes)
+    raise ConfigError(f'{path} is not a checkpoint of this {type(model).__name__}: {found}.{hint}')
 
 
 def load_checked(model: nn.Module, path: str, *, fine_tune: bool = False) -> dict[str, Any]:

@@ -39,9 +39,10 @@ def user_error(prefix: str, *kinds: type[Exception]) -> Iterator[None]:
     For calls whose ``ValueError`` means the user's input is wrong (a query outside the image, an input
     smaller than the model allows, a checkpoint that does not fit), not a bug.
     """
+    caught = kinds or (ValueError,)
     try:
         yield
     except ConfigError:
         raise
-    except kinds or (ValueError,) as err:
+    except caught as err:
         raise ConfigError(f'{prefix}: {err}' if prefix else str(err)) from err

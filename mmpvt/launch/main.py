@@ -28,6 +28,8 @@ from ..engine.hooks import CpuFastPathsHook, LabelValuesHook, RankMeanLossHook
 from . import ConfigError
 from .args import test_parser, train_parser
 from .checkpoints import check_checkpoint_fits, check_load_from, checkpoint_shapes, local_load_from
+from .class_checks import check_num_classes
+from .coco_checks import check_annotation_files
 from .config_checks import amp_optim_wrapper, check_amp_device, check_pretrained, load_config
 from .data_checks import check_data, check_image_files, check_train_data, explain_failure
 from .distributed import distributed_run, on_rank_zero, prepare_cpu_distributed, set_local_rank
@@ -120,6 +122,7 @@ def train_config(args: argparse.Namespace) -> Config:
         raise ConfigError(f'load_from: {missing_checkpoint(load_from)}')
     check_pretrained(cfg)
     check_data(cfg, ['train_dataloader', 'val_dataloader'])
+    check_num_classes(cfg, ['train_dataloader'])
     use_atomic_checkpoints(cfg)
     return cfg
 
@@ -234,6 +237,7 @@ def test_config(args: argparse.Namespace) -> Config:
     # Under --tta _test loads the checkpoint into the wrapped model: mmengine would load it into the
     # TTA model, whose keys all start with 'module.'.
     cfg.load_from = None if args.tta else args.checkpoint
+    check_num_classes(cfg, ['test_dataloader'])
     if args.show_dir:
         _enable_drawing(cfg, args.show_dir)
     if args.tta:
@@ -259,6 +263,7 @@ def _test(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
     check_checkpoint_fits(model, args.checkpoint, shapes=on_rank_zero(checkpoint_shapes, args.checkpoint))
     if args.tta:
         load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True)
+    on_rank_zero(check_annotation_files, cfg, ('test_dataloader',))  # the file's categories against the classes
     if args.out and cfg.default_scope == 'mmdet':  # mmseg's --out went into the IoU metric (_set_out)
         from mmdet.evaluation import DumpDetResults
 

@@ -14,13 +14,15 @@ from mmengine.registry import HOOKS
 from mmengine.runner import BaseLoop
 
 from ...launch.checkpoints import check_checkpoint_fits, check_load_from
+from ...launch.class_checks import check_num_classes
 from ...launch.config_checks import check_neck_channels
-from ...launch.data_checks import check_image_files, check_seg_labels, check_train_data
+from ...launch.data_checks import check_image_files, check_train_data
+from ...launch.label_checks import check_seg_labels
 
 
 @HOOKS.register_module()
 class LabelValuesHook(Hook):
-    """:func:`~mmpvt.launch.data_checks.check_seg_labels` on every training, validation and test batch.
+    """:func:`~mmpvt.launch.label_checks.check_seg_labels` on every training, validation and test batch.
 
     A label-map value that is neither a class nor the ignore index stops the run at the batch that
     holds it (decoding every label map up front would cost minutes on ADE20K). Detector batches,
@@ -38,8 +40,9 @@ class LabelValuesHook(Hook):
 class EarlyChecksHook(LabelValuesHook):
     """Run mmpvt's checks under any tool, so a mistake fails before the first iteration.
 
-    * every run: the neck's (or decode head's) ``in_channels`` against the PVT's outputs;
-    * training: the COCO annotation files hold what mmdet reads, the training set is not
+    * every run: the neck's (or decode head's) ``in_channels`` against the PVT's outputs, the heads'
+      ``num_classes`` against the data's classes;
+    * training: the COCO annotation files hold what mmdet reads and the config's class names, the training set is not
       empty, every image and label map it and the validation set name exists and every
       label map has its image's size; a checkpoint resumed by path, or a new run's ``load_from``, fits the
       model (``load_from`` may differ in the classifiers' number of classes: fine-tuning);
@@ -61,7 +64,9 @@ class EarlyChecksHook(LabelValuesHook):
         """
         check_neck_channels(runner.cfg)
         # Runner.train() builds its loop before calling before_run; test() and val() leave the config there.
-        if isinstance(getattr(runner, '_train_loop', None), BaseLoop):
+        training = isinstance(getattr(runner, '_train_loop', None), BaseLoop)
+        check_num_classes(runner.cfg, ['train_dataloader'] if training else ['test_dataloader', 'val_dataloader'])
+        if training:
             check_load_from(runner.model, runner.cfg)
         elif isinstance(runner.cfg.get('load_from'), str) and '://' not in runner.cfg.load_from:
             check_checkpoint_fits(runner.model, runner.cfg.load_from)
