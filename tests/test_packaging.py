@@ -22,6 +22,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,11 +105,12 @@ def test_a_user_config_inherits_an_mmpvt_config_from_another_folder(venv_python:
     )
     (tmp_path / 'my_cascade.py').write_text("_base_ = 'mmpvt::pvt/cascade_mask_rcnn_pvtv2_b2_li_fpn_3x_ms_coco.py'\n")
     code = """
-import json, mmpvt  # adds mmpvt to mmengine's MODULE2PACKAGE
+import json, mmengine, mmpvt, torch  # mmpvt adds itself to mmengine's MODULE2PACKAGE
 from mmengine.config import Config
 retina, cascade = Config.fromfile('my_retinanet.py'), Config.fromfile('my_cascade.py')
 print(json.dumps(dict(
     mmpvt=mmpvt.__file__,
+    stack=[torch.__file__, mmengine.__file__],
     retina=[retina.model.backbone.arch, retina.model.bbox_head.num_classes, retina.optim_wrapper.optimizer.lr,
             retina.default_scope, retina.custom_imports.imports],
     cascade=[cascade.model.type, cascade.model.backbone.arch, cascade.optim_wrapper.type, cascade.train_cfg.max_epochs],
@@ -116,6 +118,9 @@ print(json.dumps(dict(
 """
     result = run_in_project(venv_python, tmp_path, code)
     assert Path(result['mmpvt']).is_relative_to(venv_python.parents[1])  # the installed wheel, not the checkout
+    import mmengine
+
+    assert result['stack'] == [torch.__file__, mmengine.__file__]  # the stack of the environment the tests run in
     assert result['retina'] == ['small', 3, 1e-4, 'mmdet', ['mmpvt']]
     assert result['cascade'] == ['CascadeRCNN', 'b2_li', 'AmpOptimWrapper', 36]
 
