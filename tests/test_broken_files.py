@@ -8,18 +8,15 @@ unchanged (hashed before and after).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import REPO, TOY_CONFIGS, checkout_env, small_config
+from helpers import TOY_CONFIGS, assert_refused, hashes, run_tool, small_config
 from PIL import Image
 
 pytestmark = pytest.mark.slow
@@ -39,35 +36,6 @@ model = dict(data_preprocessor=dict(size=(64, 64)), backbone=dict(depths=(1, 1, 
 train_cfg = dict(max_iters=2, val_interval=1000)
 default_hooks = dict(checkpoint=dict(interval=1000))
 """
-
-
-def run_tool(tool: str, *args: str | Path) -> subprocess.CompletedProcess[str]:
-    """``python tools/TOOL ARGS`` on this checkout, one thread."""
-    return subprocess.run(
-        [sys.executable, f'tools/{tool}', *map(str, args)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=checkout_env(OMP_NUM_THREADS='1'),
-    )
-
-
-def hashes(*roots: Path) -> dict[str, str]:
-    """SHA-256 of every file under ``roots`` (or of ``roots`` themselves when they are files)."""
-    files = [p for root in roots for p in ([root] if root.is_file() else sorted(root.rglob('*'))) if p.is_file()]
-    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
-
-
-def assert_refused(result: subprocess.CompletedProcess[str], *expected: str) -> str:
-    """Exit status 1, one ``error:`` message holding every ``expected`` text, no traceback; returns the message."""
-    assert result.returncode == 1, result.stderr[-3000:]
-    assert 'Traceback' not in result.stderr, result.stderr[-3000:]
-    message = result.stderr.strip().splitlines()[-1]
-    assert message.startswith('error: '), result.stderr[-3000:]
-    for text in expected:
-        assert text in message, message
-    return message
 
 
 @pytest.fixture

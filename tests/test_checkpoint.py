@@ -184,7 +184,8 @@ def test_tools_refuse_another_variants_checkpoint_as_the_loader_does(
 
     path = tmp_path / f'pvt_{saved_arch}.pth'
     torch.save({'state_dict': random_pvt(saved_arch).state_dict()}, path)
-    with pytest.raises(ConfigError, match=rf'{re.escape(str(path))} is not a checkpoint of this PVT: .*{message}') as err:
+    refused = rf'{re.escape(str(path))} is not a checkpoint of this PVT: .*{message}'
+    with pytest.raises(ConfigError, match=refused) as err:
         check_checkpoint_fits(fresh_pvt(model_arch), str(path))
     hint = f"checkpoint of PVT '{saved_arch}' and the model is PVT '{model_arch}': set arch='{saved_arch}'"
     assert hint in str(err.value)  # the variant the file looks like, and the setting that would take it
