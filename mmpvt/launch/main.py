@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import os.path as osp
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -169,13 +171,20 @@ def _train(cfg: Config, resume: str | None) -> dict[str, float]:
     return metrics
 
 
-def _enable_drawing(cfg: Config, show_dir: str) -> None:
+def _enable_drawing(cfg: Config, show_dir: str | None, show: bool = False, wait_time: float = 2.0) -> None:
+    """Turn on the config's visualization hook: save pictures to ``show_dir`` and/or show them (mmdet's flags)."""
     hook = cfg.default_hooks.get('visualization')
     if hook is None:
-        raise ConfigError('--show-dir needs default_hooks.visualization in the config')
+        raise ConfigError('--show-dir and --show need default_hooks.visualization in the config')
+    if show and not (os.environ.get('DISPLAY') or os.environ.get('WAYLAND_DISPLAY')) and sys.platform == 'linux':
+        raise ConfigError('--show needs a display (DISPLAY is not set): use --show-dir DIR to save the pictures')
     hook['draw'] = True
+    if show:
+        hook['show'], hook['wait_time'] = True, wait_time
+    if not show_dir:
+        return
     if cfg.default_scope == 'mmdet':
-        hook['test_out_dir'] = show_dir
+        hook['test_out_dir'] = osp.abspath(show_dir)  # mmdet would put a relative one under WORK_DIR/TIMESTAMP
     else:
         hook['interval'] = 1
         cfg.visualizer['save_dir'] = show_dir
@@ -238,8 +247,8 @@ def test_config(args: argparse.Namespace) -> Config:
     # TTA model, whose keys all start with 'module.'.
     cfg.load_from = None if args.tta else args.checkpoint
     check_num_classes(cfg, ['test_dataloader'])
-    if args.show_dir:
-        _enable_drawing(cfg, args.show_dir)
+    if args.show_dir or args.show:
+        _enable_drawing(cfg, args.show_dir, args.show, args.wait_time)
     if args.tta:
         _enable_tta(cfg)
     check_data(cfg, ['test_dataloader'])
