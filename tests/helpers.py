@@ -13,6 +13,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -50,16 +51,16 @@ def checkout_env(*, extra_path: tuple[str | os.PathLike[str], ...] = (), **overr
 
 
 def run_tool(
-    tool: str, *args: str | os.PathLike[str], cwd: str | os.PathLike[str] = REPO
+    tool: str, *args: str | os.PathLike[str], cwd: str | os.PathLike[str] = REPO, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """``python tools/TOOL ARGS`` on this checkout, one thread, from ``cwd``."""
+    """``python tools/TOOL ARGS`` on this checkout, one thread, from ``cwd``, with ``env`` on top."""
     return subprocess.run(
         [sys.executable, str(REPO / 'tools' / tool), *map(str, args)],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=600,
-        env=checkout_env(OMP_NUM_THREADS='1'),
+        env=checkout_env(OMP_NUM_THREADS='1', **(env or {})),
     )
 
 
@@ -153,6 +154,18 @@ def small_config(path: Path, data_root: Path, max_epochs: int = MAX_EPOCHS) -> P
     base = TOY_CONFIGS / 'retinanet_pvt_t_fpn_toy_coco.py'
     path.write_text(SMALL_CONFIG.format(base=base, data_root=data_root, max_epochs=max_epochs))
     return path
+
+
+def two_class_coco(toy_coco: Path, root: Path) -> Path:
+    """A copy of the toy COCO at ``root`` turned into a two-class set (categories blob, ring)."""
+    shutil.copytree(toy_coco, root)
+    for split in ('train2017', 'val2017'):
+        path = root / 'annotations' / f'instances_{split}.json'
+        content = json.loads(path.read_text())
+        content['categories'] = [dict(id=1, name='blob'), dict(id=2, name='ring')]
+        content['annotations'] = [a for a in content['annotations'] if a['category_id'] in (1, 2)]
+        path.write_text(json.dumps(content))
+    return root
 
 
 def logged_records(work_dir: Path) -> list[dict]:

@@ -8,12 +8,12 @@ files the tests write. The tools' side (exit status, one ``error:`` line) is in 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from helpers import REPO, TOY_CONFIGS, small_config
+from helpers import two_class_coco as make_two_class_coco
 from mmengine.config import Config
 from PIL import Image
 
@@ -65,15 +65,8 @@ def test_a_subset_is_a_warning_counting_what_is_left_out() -> None:
 @pytest.fixture
 def two_class_coco(toy_coco: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The toy COCO turned into a two-class set (blob, ring), with the check cache in tmp_path."""
-    root = Path(shutil.copytree(toy_coco, tmp_path / 'coco'))
-    for split in ('train2017', 'val2017'):
-        path = root / 'annotations' / f'instances_{split}.json'
-        content = json.loads(path.read_text())
-        content['categories'] = [dict(id=1, name='blob'), dict(id=2, name='ring')]
-        content['annotations'] = [a for a in content['annotations'] if a['category_id'] in (1, 2)]
-        path.write_text(json.dumps(content))
     monkeypatch.setattr(coco_checks, 'PASSED_FILES', str(tmp_path / 'cache' / 'checked_files.json'))
-    return root
+    return make_two_class_coco(toy_coco, tmp_path / 'coco')
 
 
 def two_class_config(root: Path, folder: Path, classes: tuple[str, ...] | None, num_classes: int = 2) -> Config:
