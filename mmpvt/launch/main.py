@@ -22,6 +22,7 @@ from mmengine.config import Config, ConfigDict
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
+from mmengine.registry import HOOKS
 from mmengine.runner import Runner, load_checkpoint
 
 from ..checkpoint import allow_mmengine_checkpoints, missing_checkpoint
@@ -61,26 +62,32 @@ def build_runner(cfg: Config) -> Runner:
         # first one's instance back and log into the first run's work dir. Unnamed, the Runner names it
         # after its own run.
         cfg.visualizer.pop('name', None)
+    if cfg.launcher != 'none':
+        _add_once(cfg, RankMeanLossHook)
+    _add_once(cfg, LabelValuesHook)  # label-map values, checked batch by batch
+    _add_once(cfg, CpuFastPathsHook)  # the patch-conv GEMM in training, all shortcuts in testing
     if 'runner_type' in cfg:
         from mmengine.registry import RUNNERS
 
         runner = RUNNERS.build(cfg)
     else:
         runner = Runner.from_cfg(cfg)
-    if cfg.launcher != 'none':
-        _register_once(runner, RankMeanLossHook())
-    _register_once(runner, LabelValuesHook())  # label-map values, checked batch by batch
-    _register_once(runner, CpuFastPathsHook())  # the patch-conv GEMM in training, all shortcuts in testing
     return runner
 
 
-def _register_once(runner: Runner, hook: Hook) -> None:
-    """Register ``hook`` unless the config already named one of its kind (``EarlyChecksHook`` is a ``LabelValuesHook``).
+def _add_once(cfg: Config, hook: type[Hook]) -> None:
+    """Add ``hook`` to ``custom_hooks`` unless the config names one of its kind (``EarlyChecksHook`` is a
+    ``LabelValuesHook``): mmengine keeps duplicates, and a second copy would repeat its work on every iteration.
 
-    mmengine keeps duplicates, and a second copy would repeat its work on every iteration.
+    Through the config, not ``register_hook`` after the build: the Runner's table of hooks then lists it.
     """
-    if not any(isinstance(registered, type(hook)) for registered in runner.hooks):
-        runner.register_hook(hook)
+    hooks = list(cfg.get('custom_hooks') or [])
+    for named in hooks:
+        kind = HOOKS.get(named['type']) if isinstance(named, dict) and isinstance(named.get('type'), str) else named
+        kind = kind if isinstance(kind, type) else type(kind)
+        if issubclass(kind, hook):
+            return
+    cfg.custom_hooks = [*hooks, dict(type=hook.__name__)]
 
 
 def use_atomic_checkpoints(cfg: Config) -> None:
