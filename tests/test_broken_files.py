@@ -160,7 +160,7 @@ def test_corrupt_label_map(ade: Path, tmp_path: Path) -> None:
 
 
 def test_label_values_beyond_the_classes(ade: Path, tmp_path: Path) -> None:
-    """200 is no ADE20K class (1..150) and not the ignore index 255; 255 itself is fine."""
+    """200 is no ADE20K class (1..150) and not the ignore index 255; 255 itself is fine. Found before training."""
     label = ade / ADE_LABELS / 'ADE_train_00000005.png'
     values = np.array(Image.open(label))
     values[:2, :3] = 200
@@ -169,8 +169,8 @@ def test_label_values_beyond_the_classes(ade: Path, tmp_path: Path) -> None:
     train_ade(
         ade,
         tmp_path,
-        f'label map {label} holds value(s) [200] in 6 pixel(s); expected 0 (other, ignored), 1..150 (the 150 classes) '
-        'or 255 (ignored)',
+        f'1 label map(s) of the training set hold values that are no class: {label}: [200]; expected 0 (other, '
+        'ignored), 1..150 (the 150 classes of the head) or 255 (ignored)',
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -249,3 +250,23 @@ def test_a_label_exactly_at_num_classes_is_refused_as_in_the_file(
     message = str(error.value)
     assert f'1 label map(s) of the validation set hold values that are no class: {maps[2][0]}: [151]' in message
     assert 'expected 0 (other, ignored), 1..150 (the 150 classes of the head) or 255' in message
+
+
+def test_a_batch_with_a_label_beyond_the_head_names_the_head_too() -> None:
+    """The per-batch backstop (test sets, datasets with a label_map) says the head may be what is too small."""
+    import torch
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+
+    from mmpvt.launch.label_checks import check_seg_labels
+
+    sample = SegDataSample(metainfo=dict(seg_map_path='a.png', reduce_zero_label=False))
+    sample.gt_sem_seg = PixelData(data=torch.tensor([[[0, 2, 3, 255]]]))
+    segmentor = SimpleNamespace(decode_head=SimpleNamespace(num_classes=3, ignore_index=255))
+    with pytest.raises(ConfigError) as error:
+        check_seg_labels(segmentor, dict(data_samples=[sample]))
+    message = str(error.value)
+    assert message.startswith('label map a.png holds value(s) [3] in 1 pixel(s); expected 0..2 (the 3 classes')
+    assert 'the head is too small for the data: set model.decode_head.num_classes' in message
+    sample.gt_sem_seg = PixelData(data=torch.tensor([[[0, 2, 255]]]))
+    check_seg_labels(segmentor, dict(data_samples=[sample]))
