@@ -95,6 +95,9 @@ def test_the_wheel_carries_every_config_and_the_model_index(wheel: Path) -> None
     listed = [model['Config'] for model in metafile['Models']]
     assert listed and all(f'mmpvt/.mim/{config}' in names for config in listed)
     assert not any(name.startswith('configs/') for name in names)  # no top-level 'configs' package
+    tools = sorted(p.relative_to(REPO).as_posix() for p in (REPO / 'tools').rglob('*') if p.suffix in ('.py', '.sh'))
+    assert tools and all(f'mmpvt/.mim/{tool}' in names for tool in tools)  # where mim train / mim test look
+    assert not any(name.startswith('tools/') for name in names)
 
 
 @pytest.mark.slow  # installs the wheel into a virtual environment, then runs configs there: 20-30 s
@@ -160,3 +163,45 @@ def test_ci_follows_the_readme_in_a_fresh_venv() -> None:
     venv = commands.index('python3 -m venv --clear .venv')
     assert commands.index('. .venv/bin/activate') == venv + 1
     assert commands.index('make check') > venv + 1
+
+
+#: A user's config beside their data: the installed package's toy RetinaNet, made small.
+MIM_CONFIG = """
+_base_ = 'mmpvt::pvt/toy/retinanet_pvt_t_fpn_toy_coco.py'
+data_root = 'data/toy_coco/'
+loader = dict(num_workers=0, persistent_workers=False)
+train_dataloader = dict(batch_size=4, **loader, dataset=dict(data_root=data_root))
+val_dataloader = dict(batch_size=4, **loader, dataset=dict(data_root=data_root))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
+test_evaluator = val_evaluator
+model = dict(backbone=dict(depths=(1, 1, 1, 1)), neck=dict(out_channels=32),
+             bbox_head=dict(in_channels=32, feat_channels=32, stacked_convs=1))
+train_cfg = dict(max_epochs=1, val_begin=100)
+"""
+
+
+@pytest.mark.slow  # installs openmim (from the package index) into the venv, trains one epoch of 8 images: ~2 min
+def test_mim_trains_and_tests_with_the_installed_tools(venv_python: Path, tmp_path: Path) -> None:
+    """``mim train mmpvt CONFIG`` and ``mim test`` run the wheel's ``.mim/tools/train.py`` and ``test.py``."""
+    install = [str(venv_python), '-m', 'pip', 'install', '-q', 'openmim']
+    installed = subprocess.run(install, capture_output=True, text=True, timeout=600)
+    if installed.returncode != 0:
+        pytest.skip(f'openmim could not be installed from the package index: {installed.stderr[-500:]}')
+    mim = venv_python.parent / 'mim'
+    env = {key: value for key, value in os.environ.items() if key != 'PYTHONPATH'}
+    env['OMP_NUM_THREADS'] = '1'
+    run = dict(cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    data = subprocess.run([str(venv_python), '-m', 'mmpvt.datasets', 'coco', 'data/toy_coco', '--num-train', '8',
+                           '--num-val', '4', '--size', '64'], **run)  # fmt: skip
+    assert data.returncode == 0, data.stderr[-2000:]
+    (tmp_path / 'mine.py').write_text(MIM_CONFIG)
+    trained = subprocess.run([str(mim), 'train', 'mmpvt', 'mine.py', '--work-dir', 'work'], **run)
+    assert trained.returncode == 0, trained.stdout[-2000:] + trained.stderr[-3000:]
+    assert '.mim/tools/train.py' in trained.stdout  # mim prints the command it runs
+    assert (tmp_path / 'work' / 'epoch_1.pth').is_file()
+    tested = subprocess.run(
+        [str(mim), 'test', 'mmpvt', 'mine.py', '--checkpoint', 'work/epoch_1.pth', '--work-dir', 'test'], **run
+    )
+    assert tested.returncode == 0, tested.stdout[-2000:] + tested.stderr[-3000:]
+    assert '.mim/tools/test.py' in tested.stdout and 'Epoch(test) [1/1]' in tested.stdout
