@@ -80,7 +80,7 @@ def test_missing_toy_dataset_names_what_is_read_and_the_command(
         train_config(args)
     message = str(error.value)
     assert f'{data_root} not found' in message
-    assert f'The config reads under data_root {str(data_root)!r}: {reads}' in message
+    assert f'the config reads under data_root {str(data_root)!r}: {reads}' in message
     assert 'set train_dataloader.dataset.data_root' in message
     assert 'python -m mmpvt.' + command.format(root=data_root, parent=data_root.parent) in message
 

@@ -45,7 +45,7 @@ def _layout_hint(loader: str, dataset: Mapping[str, Any], root: str) -> str:
     prefixes = dataset.get('data_prefix') or {}
     parts += [f'data_prefix.{key} {value!r}' for key, value in prefixes.items() if isinstance(value, str)]
     hint = (
-        f'\nThe config reads under data_root {root!r}: {", ".join(parts) or "nothing else"}. If your data are '
+        f'; the config reads under data_root {root!r}: {", ".join(parts) or "nothing else"}. If your data are '
         f'elsewhere or named otherwise, set {loader}.dataset.data_root'
         + (', ann_file' if dataset.get('ann_file') else '')
         + (' and data_prefix' if prefixes else '')
@@ -57,7 +57,7 @@ def _layout_hint(loader: str, dataset: Mapping[str, Any], root: str) -> str:
         return hint
     if kind == 'ade' and osp.basename(target) == 'ADEChallengeData2016':
         target = osp.dirname(target)
-    return hint + f'.\nTo write the small synthetic dataset this config expects: {TOY_DATA_COMMAND} {kind} {target}'
+    return hint + f'. To write the small synthetic dataset this config expects: {TOY_DATA_COMMAND} {kind} {target}'
 
 
 def check_data(cfg: Config, loaders: Sequence[str]) -> None:
