@@ -50,6 +50,7 @@ from mmpvt.launch import data_checks, label_checks
 from mmpvt.launch.checkpoints import checkpoint_shapes
 from mmpvt.launch.coco_checks import check_coco_file
 from mmpvt.launch.data_checks import check_image_files
+from mmpvt.launch.entry import run_tool
 from mmpvt.launch.label_checks import check_label_map, check_label_values
 
 COCO_TRAIN_IMAGES = 118_287
@@ -237,4 +238,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)
