@@ -126,7 +126,7 @@ def load_pretrained(
 
     Args:
         model: the PVT to load into.
-        path: checkpoint file (official, mmdet or mmpvt layout; bare or wrapped).
+        path: checkpoint file (official, timm, mmdet or mmpvt layout; bare or wrapped).
         prefix: keep only keys under this prefix (e.g. ``'backbone.'``), stripped.
 
     Returns:

@@ -189,6 +189,24 @@ def to_official(state_dict: dict[str, torch.Tensor], seed: int = 0) -> dict[str,
     return out
 
 
+def to_timm(official: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """An official PVTv2 state dict in timm's ``PyramidVisionTransformerV2`` layout, renamed the way timm
+    documents its own loading of the official files: ``patch_embed1`` -> ``patch_embed``, ``patch_embed{s}``
+    -> ``stages.{s-1}.downsample``, ``block{s}.{j}`` -> ``stages.{s-1}.blocks.{j}``, ``norm{s}`` ->
+    ``stages.{s-1}.norm``, ``mlp.dwconv.dwconv`` -> ``mlp.dwconv``. The classifier ``head.*`` stays; the v1
+    leftovers timm's model does not have (``cls_token``, ``norm.*``) go."""
+    out = {}
+    for key, value in official.items():
+        if key == 'cls_token' or key.startswith('norm.'):
+            continue
+        key = re.sub(r'^patch_embed1\.', 'patch_embed.', key)
+        key = re.sub(r'^patch_embed(\d)\.', lambda m: f'stages.{int(m[1]) - 1}.downsample.', key)
+        key = re.sub(r'^block(\d)\.(\d+)\.', lambda m: f'stages.{int(m[1]) - 1}.blocks.{m[2]}.', key)
+        key = re.sub(r'^norm(\d)\.', lambda m: f'stages.{int(m[1]) - 1}.norm.', key)
+        out[key.replace('mlp.dwconv.dwconv.', 'mlp.dwconv.')] = value.clone()
+    return out
+
+
 @functools.cache
 def _built(arch: str, pretrain_img_size: int = 224) -> PVT:
     torch.manual_seed(123)

@@ -177,7 +177,7 @@ def test_dist_test_runs_two_cpu_processes(small_detector: tuple[Path, Path], tmp
     argv = recorded_argv(tmp_path)
     nodes = ['--nnodes=1', '--node_rank=0', '--master_addr=127.0.0.1', f'--master_port={port}']
     assert argv[2:7] == [*nodes, '--nproc_per_node=2']
-    assert 'of 2)' in output  # "distributed run on CPU processes with gloo (rank 0 of 2)"
+    assert 'distributed run: backend gloo, rank 0 of 2' in output
     assert 'coco/bbox_mAP' in output
     # both ranks' predictions were gathered: each of the 4 validation images once
     samples = pickle.loads(predictions.read_bytes())

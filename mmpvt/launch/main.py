@@ -97,8 +97,8 @@ def train_config(args: argparse.Namespace) -> Config:
     """The checked training config for parsed ``train_parser()`` arguments."""
     cfg = load_config(args.config, args.cfg_options)
     _setup(cfg, args)
-    if args.amp:
-        amp_optim_wrapper(cfg.optim_wrapper)
+    if args.amp or args.amp_dtype:
+        amp_optim_wrapper(cfg.optim_wrapper, args.amp_dtype)
     check_amp_device(cfg.optim_wrapper)
     if args.auto_scale_lr:
         if not {'enable', 'base_batch_size'} <= set(cfg.get('auto_scale_lr') or {}):
