@@ -161,6 +161,7 @@ class Context:
             dirs.append(self.lite)
         env = wheels.with_path(*dirs)
         env.update(OMP_NUM_THREADS='4', PYTHONUNBUFFERED='1', MPLBACKEND='Agg', PYTHONWARNINGS='ignore')
+        env['PYTHON'] = sys.executable  # tools/dist_train.sh's interpreter
         return env
 
     def add(self, check: Check) -> Check:
