@@ -92,7 +92,7 @@ def test_a_budget_too_small_is_said_in_the_dry_run(tmp_path: Path) -> None:
 
 
 def test_only_adds_what_a_stage_needs_and_refuses_unknown_names() -> None:
-    assert [s.name for s in plan.select(['retinanet'])] == ['setup', 'build', 'mmcv-ops', 'retinanet']
+    assert [s.name for s in plan.select(['retinanet'])] == ['build', 'setup', 'mmcv-ops', 'retinanet']
     assert [s.name for s in plan.select(['bench', 'parity-timm'])] == ['setup', 'parity-timm', 'bench']
     assert [s.name for s in plan.select(None)] == list(plan.STAGE_NAMES)
     with pytest.raises(SystemExit) as err:
@@ -310,7 +310,7 @@ def test_the_installed_mmcv_without_its_ops_imports_mmdet_and_reports_the_stand_
     ctx = plan.Context(cli.parse_args(['--device', 'cpu', '--work', str(tmp_path), '--wheels', str(tmp_path)]))
     plan.write_lite(ctx, None)
     assert not list((tmp_path / 'mmcv-lite').rglob('_ext*.so'))
-    assert build.mmcv_ops_flavour(ctx.env()) == 'stand-in'
+    assert build.mmcv_ops_flavour(ctx.env()) == ('stand-in', '')
     out = subprocess.run(
         [sys.executable, '-c', 'import mmdet.models, mmseg.models'], env=ctx.env(), capture_output=True, text=True
     )

@@ -98,7 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == 'wheels':
         return wheels.make_wheels(Path(args.wheels), args.python_version)
     if args.command == 'report':
-        data = json.loads((Path(args.out) / 'report.json').read_text())
+        path = Path(args.out) / 'report.json'
+        if not path.is_file():
+            print(f'error: no report at {path}: give --out the folder the check wrote into', file=sys.stderr)
+            return PRECONDITION
+        data = json.loads(path.read_text())
         if args.docs:
             report.write_docs(Path(args.docs), data)
         print(report.render(data))

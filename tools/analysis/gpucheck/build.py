@@ -263,14 +263,14 @@ def trim_log(path: Path, keep: int = 2**20) -> None:
         path.write_bytes(b'[... earlier output cut ...]\n' + data)
 
 
-def mmcv_ops_flavour(env: dict[str, str] | None = None) -> str | None:
-    """'cuda', 'cpu' or 'stand-in' for the mmcv that ``env`` imports, None without compiled ops."""
-    code = (
-        'import mmcv, mmcv._ext as e; from mmcv.ops import get_compiling_cuda_version as v; '
+def mmcv_ops_flavour(env: dict[str, str] | None = None) -> tuple[str | None, str]:
+    """('cuda', 'cpu' or 'stand-in', '') for the mmcv that ``env`` imports; (None, why) without compiled ops."""
+    code = (  # torch first: the compiled ops link against its libraries
+        'import torch, mmcv, mmcv._ext as e; from mmcv.ops import get_compiling_cuda_version as v; '
         "print('stand-in' if getattr(e, 'STAND_IN', False) else v())"
     )
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env)
     if out.returncode != 0:
-        return None
+        return None, tail(out.stderr) or f'exit {out.returncode}'
     text = out.stdout.strip()
-    return 'stand-in' if text.endswith('stand-in') else 'cpu' if 'not available' in text else 'cuda'
+    return ('stand-in' if text.endswith('stand-in') else 'cpu' if 'not available' in text else 'cuda'), ''

@@ -53,13 +53,15 @@ class Run:
 
 
 def seg_options(iters: int, subset: int | None) -> list[str]:
-    opts = [f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}']
+    """``iters`` iterations, a checkpoint at the end, no validation during training (the test tool does it)."""
+    opts = [f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters + 1}']
     opts += [f'default_hooks.checkpoint.interval={iters}', f'default_hooks.logger.interval={max(1, min(10, iters))}']
     return opts + subset_options(subset)
 
 
 def det_options(epochs: int, subset: int | None) -> list[str]:
-    opts = [f'train_cfg.max_epochs={epochs}', f'train_cfg.val_interval={epochs}']
+    """``epochs`` epochs, a checkpoint at the end, no validation during training (the test tool does it)."""
+    opts = [f'train_cfg.max_epochs={epochs}', f'train_cfg.val_interval={epochs + 1}']
     return [*opts, f'default_hooks.checkpoint.interval={epochs}', *subset_options(subset)]
 
 
