@@ -348,39 +348,29 @@ SEG_CONFIG = 'configs/toy/fpn_pvt_t_toy_ade.py'
 DET_CONFIG = 'configs/toy/retinanet_pvt_t_fpn_toy_coco.py'
 
 
-def stage_train_amp(ctx: Context) -> Iterator[Check]:
-    """fp16 on a GPU (bf16 runs in train-dist), bf16 on the CPU."""
+def seg_run(ctx: Context, name: str, iters: int, **kwargs: Any) -> training.Run:
+    """A Semantic FPN-PVT-T run on the toy ADE of ``iters`` iterations, tested on its last checkpoint."""
     s = ctx.settings
-    name, dtype = ('fp16', 'float16') if ctx.device == 'cuda' else ('bf16', 'bfloat16')  # the CPU's is bf16 only
-    run = training.Run(
-        f'Semantic FPN-PVT-T --amp {name}',
-        SEG_CONFIG,
-        ('ade', 'data/toy_ade'),
-        training.seg_options(s.seg_iters, s.subset),
-        f'iter_{s.seg_iters}.pth',
-        'mIoU',
-        amp=dtype,
-        test_options=training.subset_options(s.subset, cfg_options=True),
-    )
+    subset = training.subset_options(s.subset, cfg_options=True)
+    options = training.seg_options(iters, s.subset)
+    data = ('ade', 'data/toy_ade')
+    return training.Run(name, SEG_CONFIG, data, options, f'iter_{iters}.pth', 'mIoU', test_options=subset, **kwargs)
+
+
+def stage_train_amp(ctx: Context) -> Iterator[Check]:
+    """fp16 on a GPU (bf16 runs in train-dist), bf16 on the CPU (its only AMP dtype)."""
+    name, dtype = ('fp16', 'float16') if ctx.device == 'cuda' else ('bf16', 'bfloat16')
+    run = seg_run(ctx, f'Semantic FPN-PVT-T --amp {name}', ctx.settings.seg_iters, amp=dtype)
     yield training.run_training(run, ctx.work / 'runs', ctx.tool, ctx.env(), REPO, 'train-amp')
 
 
-def stage_train_dist(ctx: Context) -> list[Check]:
-    s = ctx.settings
+def stage_train_dist(ctx: Context) -> Iterator[Check]:
+    """One process under torchrun: NCCL and bf16 on a GPU, gloo and fp32 on the CPU."""
     backend, amp = ('nccl', 'bfloat16') if ctx.device == 'cuda' else ('gloo', None)
-    run = training.Run(
-        f'Semantic FPN-PVT-T dist_train.sh 1 process ({backend}{", --amp bf16" if amp else ""})',
-        SEG_CONFIG,
-        ('ade', 'data/toy_ade'),
-        training.seg_options(s.dist_iters, s.subset),
-        f'iter_{s.dist_iters}.pth',
-        'mIoU',
-        amp=amp,
-        gpus=1,
-        extra_log_pattern=rf'distributed run: backend {backend}',
-        test_options=training.subset_options(s.subset, cfg_options=True),
-    )
-    return [training.run_training(run, ctx.work / 'runs', ctx.tool, ctx.env(), REPO, 'train-dist')]
+    name = f'Semantic FPN-PVT-T dist_train.sh 1 process ({backend}{", --amp bf16" if amp else ""})'
+    pattern = rf'distributed run: backend {backend}'
+    run = seg_run(ctx, name, ctx.settings.dist_iters, amp=amp, gpus=1, extra_log_pattern=pattern)
+    yield training.run_training(run, ctx.work / 'runs', ctx.tool, ctx.env(), REPO, 'train-dist')
 
 
 def stage_bench(ctx: Context) -> Iterator[Check]:
