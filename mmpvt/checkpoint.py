@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import pickle
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -111,6 +111,41 @@ def extract_state_dict(checkpoint: Any, source: str = 'checkpoint') -> dict[str,
     if not state_dict:
         raise ValueError(f'{source} holds no tensors; expected a state dict of a PVT model')
     return state_dict
+
+
+def named_tensors(tree: Any, prefix: str = '') -> Iterator[tuple[str, torch.Tensor]]:
+    """Every tensor in nested mappings and sequences (a checkpoint, a state dict), named by its dotted path."""
+    if isinstance(tree, torch.Tensor):
+        yield prefix, tree
+    elif isinstance(tree, Mapping):
+        for key, value in tree.items():
+            yield from named_tensors(value, f'{prefix}.{key}' if prefix else str(key))
+    elif isinstance(tree, (list, tuple)):
+        for index, value in enumerate(tree):
+            yield from named_tensors(value, f'{prefix}.{index}' if prefix else str(index))
+
+
+def non_finite_tensors(tree: Any) -> list[str]:
+    """The names of the floating-point tensors in ``tree`` that hold an inf or a NaN (the one finiteness rule).
+
+    Parameters, buffers (BatchNorm's running statistics) and optimizer state alike: pass a model's
+    ``state_dict()``, an optimizer's, or a whole checkpoint. One pass over the values (the largest
+    magnitude of every tensor, ``torch.nn.utils.get_total_norm`` with ``inf``, which NaN propagates
+    through) and one synchronisation; tensors are examined one by one only when something is wrong.
+
+    Args:
+        tree: tensors in nested mappings, lists and tuples.
+
+    Returns:
+        Dotted names (``'state_dict.decode_head.bn.running_var'``), in the order found; empty if all are finite.
+    """
+    floats = [(name, t) for name, t in named_tensors(tree) if t.is_floating_point() and t.numel()]
+    if not floats:
+        return []
+    largest = torch.nn.utils.get_total_norm([t.detach() for _, t in floats], norm_type=float('inf'))
+    if torch.isfinite(largest):
+        return []
+    return [name for name, t in floats if not bool(torch.isfinite(t.detach()).all())]
 
 
 def load_pretrained(

@@ -1,4 +1,6 @@
-"""Mixed precision on a machine without CUDA: ``optim_wrapper = dict(type='CpuAmpOptimWrapper', ...)``.
+"""Optimizer wrappers: mixed precision on a machine without CUDA, and float32 steps that skip non-finite values.
+
+``optim_wrapper = dict(type='CpuAmpOptimWrapper', ...)``:
 
 mmengine 0.10's ``AmpOptimWrapper`` asserts that a GPU (or NPU, MLU, MUSA) is
 present. :class:`CpuAmpOptimWrapper` is that wrapper with torch's CPU
@@ -13,6 +15,9 @@ The CPU wrapper never meets a GPU: it refuses parameters on an accelerator, and
 on a machine with CUDA. Its loss-scaler state is saved under its own key
 (:data:`LOSS_SCALER_KEY`), so mmengine's float16 wrapper never restores the bfloat16
 scale of 1 from it, and it ignores, with a warning, the float16 scaler's ``loss_scaler``.
+
+:func:`skip_non_finite_steps` gives a float32 wrapper the same protection (:class:`SkipNonFiniteSteps`):
+``NonFiniteGuardHook`` applies it, so a config only names the hook.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from mmengine.dist import is_distributed
 from mmengine.logging import print_log
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS
@@ -105,3 +111,88 @@ class CpuAmpOptimWrapper(AmpOptimWrapper):
         if own is not None:
             self.loss_scaler.load_state_dict(own)
         OptimWrapper.load_state_dict(self, state_dict)
+
+
+class SkipNonFiniteSteps:
+    """An ``OptimWrapper`` that skips every step whose gradients (or, in one process, loss) hold inf or NaN.
+
+    :class:`~mmpvt.engine.hooks.non_finite.NonFiniteGuardHook` mixes it into the run's float32 wrapper
+    (:func:`skip_non_finite_steps`); the mixed-precision wrappers skip such steps through their loss scaler
+    already. What it costs on a normal step: one ``isfinite`` of the loss and the largest gradient magnitude
+    (one pass over the gradients), or, with ``clip_grad=dict(type='norm')``, the norm clipping computes anyway;
+    the float of it (one synchronisation, which mmengine's ``grad_norm`` log takes as well).
+
+    In a distributed run the decision rests on the gradients alone: after DDP's all-reduce they are the same on
+    every rank, so every rank skips the same steps and the weights stay equal. A non-finite loss whose gradients
+    are non-finite too (the usual case) is skipped there the same way.
+
+    Attributes:
+        steps: steps attempted (one per ``should_update()``).
+        skipped_steps: steps skipped for non-finite values.
+        last_grad_norm: the gradient magnitude the last decision read (L2 norm when clipping by norm, else
+            the largest absolute value).
+    """
+
+    steps: int = 0
+    skipped_steps: int = 0
+    last_grad_norm: float = 0.0
+    _finite_loss: torch.Tensor | None = None
+
+    def update_params(
+        self,
+        loss: torch.Tensor,
+        step_kwargs: dict[str, Any] | None = None,
+        zero_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        """Remember whether ``loss`` is finite (no synchronisation yet), then mmengine's backward and step."""
+        finite = torch.isfinite(loss.detach()).all()
+        self._finite_loss = finite if self._finite_loss is None else self._finite_loss & finite
+        super().update_params(loss, step_kwargs, zero_kwargs)  # type: ignore[misc]
+
+    def step(self, **kwargs: Any) -> None:
+        """Clip and step as ``OptimWrapper.step`` does, unless the gradients (or the loss) are non-finite."""
+        finite_loss, self._finite_loss = self._finite_loss, None
+        self.steps += 1
+        norm = self._grad_magnitude()
+        finite = torch.isfinite(norm)
+        if finite_loss is not None and not is_distributed():
+            finite = finite & finite_loss
+        self.last_grad_norm = float(norm)
+        if not bool(finite):
+            self.skipped_steps += 1
+            return  # update_params zeroes the gradients next
+        if self.clip_grad_kwargs and self.grad_name != 'grad_norm':
+            self._clip_grad()  # by value: after the check, which clipping would hide
+        self.optimizer.step(**kwargs)
+
+    def _grad_magnitude(self) -> torch.Tensor:
+        """The gradients' L2 norm through the configured norm clipping (which it performs), else their largest magnitude."""
+        params = [
+            p for group in self.optimizer.param_groups for p in group['params'] if p.requires_grad and p.grad is not None
+        ]
+        if not params:
+            return torch.zeros(())
+        if self.clip_grad_kwargs and self.grad_name == 'grad_norm':
+            norm = self.clip_func(params, **self.clip_grad_kwargs)
+            self.message_hub.update_scalar('train/grad_norm', float(norm))
+            return norm
+        return torch.nn.utils.get_total_norm([p.grad for p in params], norm_type=float('inf'))
+
+
+_GUARDED: dict[type, type] = {}
+
+
+def skip_non_finite_steps(wrapper: OptimWrapper) -> bool:
+    """Make ``wrapper`` skip non-finite steps (:class:`SkipNonFiniteSteps`), in place; True if it now does.
+
+    Its class becomes a subclass of its own with the mixin in front, so its state and every other method stay.
+    Left alone: a wrapper that already skips them (``AmpOptimWrapper`` and ``CpuAmpOptimWrapper``, through their
+    loss scaler; one guarded before).
+    """
+    cls = type(wrapper)
+    if isinstance(wrapper, (AmpOptimWrapper, SkipNonFiniteSteps)):
+        return isinstance(wrapper, SkipNonFiniteSteps)
+    if cls not in _GUARDED:
+        _GUARDED[cls] = type(f'NonFiniteSkipping{cls.__name__}', (SkipNonFiniteSteps, cls), {})
+    wrapper.__class__ = _GUARDED[cls]
+    return True
