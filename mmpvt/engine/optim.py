@@ -166,10 +166,9 @@ class SkipNonFiniteSteps:
         self.optimizer.step(**kwargs)
 
     def _grad_magnitude(self) -> torch.Tensor:
-        """The gradients' L2 norm through the configured norm clipping (which it performs), else their largest magnitude."""
-        params = [
-            p for group in self.optimizer.param_groups for p in group['params'] if p.requires_grad and p.grad is not None
-        ]
+        """The gradients' L2 norm through the configured norm clipping (which it performs), else their largest value."""
+        groups = self.optimizer.param_groups
+        params = [p for group in groups for p in group['params'] if p.requires_grad and p.grad is not None]
         if not params:
             return torch.zeros(())
         if self.clip_grad_kwargs and self.grad_name == 'grad_norm':

@@ -115,7 +115,8 @@ class StopOnSignalHook(Hook):
 
     def _install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
-            print_log('StopOnSignalHook: not in the main thread, signals keep their handlers', logger='current', level=30)
+            message = 'StopOnSignalHook: not in the main thread, the signals keep their handlers'
+            print_log(message, logger='current', level=30)
             return
         self._pid = os.getpid()
         for number in self.signals:
@@ -142,7 +143,7 @@ class StopOnSignalHook(Hook):
         loop, skip = runner.train_loop, stop.get('batches_in_epoch', 0)
         where = f'iteration {runner.iter}'
         if skip and isinstance(loop, EpochBasedTrainLoop):
-            if 'run_epoch' in vars(type(loop)):
+            if type(loop).run_epoch is not EpochBasedTrainLoop.run_epoch:
                 print_log(
                     f'{type(loop).__name__} has its own run_epoch: the resumed epoch {runner.epoch + 1} starts at its '
                     f'first batch, not after the {skip} batches trained before the stop',
