@@ -118,25 +118,28 @@ class SkipNonFiniteSteps:
 
     :class:`~mmpvt.engine.hooks.non_finite.NonFiniteGuardHook` mixes it into the run's float32 wrapper
     (:func:`skip_non_finite_steps`); the mixed-precision wrappers skip such steps through their loss scaler
-    already. What it costs on a normal step: one ``isfinite`` of the loss and the largest gradient magnitude
-    (one pass over the gradients), or, with ``clip_grad=dict(type='norm')``, the norm clipping computes anyway;
-    the float of it (one synchronisation, which mmengine's ``grad_norm`` log takes as well).
+    already. The decision is taken in ``update_params`` (what the models' ``train_step`` calls), between the
+    backward pass and ``step``: mmengine's parameter schedulers wrap the instance's ``step`` to count calls,
+    and a skipped step is not called at all. What it costs on a normal step: one ``isfinite`` of the loss and
+    one pass over the gradients (their largest magnitude; with ``clip_grad=dict(type='norm')`` the norm that
+    clipping then uses instead of computing it again), and the float of the result, one synchronisation.
 
     In a distributed run the decision rests on the gradients alone: after DDP's all-reduce they are the same on
-    every rank, so every rank skips the same steps and the weights stay equal. A non-finite loss whose gradients
-    are non-finite too (the usual case) is skipped there the same way.
+    every rank, so every rank skips the same steps and the weights stay equal. A non-finite loss makes its
+    gradients non-finite too (the usual case), and then its step is skipped on every rank.
 
     Attributes:
-        steps: steps attempted (one per ``should_update()``).
-        skipped_steps: steps skipped for non-finite values.
-        last_grad_norm: the gradient magnitude the last decision read (L2 norm when clipping by norm, else
-            the largest absolute value).
+        steps: steps due (one per ``should_update()``).
+        skipped_steps: those skipped for non-finite values.
+        last_grad_norm: the gradient magnitude of the last step due (L2 norm, or the norm type clipping uses,
+            when clipping by norm; else the largest absolute value).
     """
 
     steps: int = 0
     skipped_steps: int = 0
     last_grad_norm: float = 0.0
     _finite_loss: torch.Tensor | None = None
+    _clip_norm: torch.Tensor | None = None
 
     def update_params(
         self,
@@ -144,38 +147,54 @@ class SkipNonFiniteSteps:
         step_kwargs: dict[str, Any] | None = None,
         zero_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        """Remember whether ``loss`` is finite (no synchronisation yet), then mmengine's backward and step."""
+        """``OptimWrapper.update_params`` (backward, step, zero_grad) without the step when it is non-finite."""
         finite = torch.isfinite(loss.detach()).all()
         self._finite_loss = finite if self._finite_loss is None else self._finite_loss & finite
-        super().update_params(loss, step_kwargs, zero_kwargs)  # type: ignore[misc]
+        self.backward(self.scale_loss(loss))
+        if not self.should_update():
+            return
+        if self._finite_step():
+            self.step(**(step_kwargs or {}))
+        self._clip_norm = None
+        self.zero_grad(**(zero_kwargs or {}))
 
-    def step(self, **kwargs: Any) -> None:
-        """Clip and step as ``OptimWrapper.step`` does, unless the gradients (or the loss) are non-finite."""
+    def _finite_step(self) -> bool:
+        """Whether the step due may be taken; counts it, and counts it skipped if not."""
         finite_loss, self._finite_loss = self._finite_loss, None
         self.steps += 1
-        norm = self._grad_magnitude()
-        finite = torch.isfinite(norm)
+        magnitude = self._grad_magnitude()
+        finite = torch.isfinite(magnitude)
         if finite_loss is not None and not is_distributed():
             finite = finite & finite_loss
-        self.last_grad_norm = float(norm)
+        self.last_grad_norm = float(magnitude)
         if not bool(finite):
             self.skipped_steps += 1
-            return  # update_params zeroes the gradients next
-        if self.clip_grad_kwargs and self.grad_name != 'grad_norm':
-            self._clip_grad()  # by value: after the check, which clipping would hide
-        self.optimizer.step(**kwargs)
+        return bool(finite)
+
+    def _grad_params(self) -> list[torch.Tensor]:
+        groups = self.optimizer.param_groups
+        return [p for group in groups for p in group['params'] if p.requires_grad and p.grad is not None]
 
     def _grad_magnitude(self) -> torch.Tensor:
-        """The gradients' L2 norm through the configured norm clipping (which it performs), else their largest value."""
-        groups = self.optimizer.param_groups
-        params = [p for group in groups for p in group['params'] if p.requires_grad and p.grad is not None]
-        if not params:
+        """The norm that clipping by norm uses (kept for it), else the gradients' largest magnitude."""
+        grads = [p.grad for p in self._grad_params()]
+        if not grads:
             return torch.zeros(())
         if self.clip_grad_kwargs and self.grad_name == 'grad_norm':
-            norm = self.clip_func(params, **self.clip_grad_kwargs)
-            self.message_hub.update_scalar('train/grad_norm', float(norm))
-            return norm
-        return torch.nn.utils.get_total_norm([p.grad for p in params], norm_type=float('inf'))
+            norm_type = self.clip_grad_kwargs.get('norm_type', 2.0)
+            foreach = self.clip_grad_kwargs.get('foreach')
+            self._clip_norm = torch.nn.utils.get_total_norm(grads, norm_type, foreach=foreach)
+            return self._clip_norm
+        return torch.nn.utils.get_total_norm(grads, norm_type=float('inf'))
+
+    def _clip_grad(self) -> None:
+        """Clip by norm with the norm computed for the check (``clip_grad_norm_`` computes it the same way)."""
+        if self._clip_norm is None:
+            super()._clip_grad()  # type: ignore[misc]
+            return
+        max_norm, foreach = self.clip_grad_kwargs['max_norm'], self.clip_grad_kwargs.get('foreach')
+        torch.nn.utils.clip_grads_with_norm_(self._grad_params(), max_norm, self._clip_norm, foreach=foreach)
+        self.message_hub.update_scalar('train/grad_norm', float(self._clip_norm))
 
 
 _GUARDED: dict[type, type] = {}

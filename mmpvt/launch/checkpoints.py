@@ -58,7 +58,8 @@ def checkpoint_non_finite(path: str) -> list[str]:
     except (FileNotFoundError, ValueError) as err:
         raise ConfigError(str(err)) from err
     if isinstance(checkpoint, Mapping) and 'state_dict' in checkpoint:
-        checkpoint = {key: checkpoint[key] for key in ('state_dict', 'optimizer') if key in checkpoint}
+        optimizer = [f'optimizer.{name}' for name in non_finite_tensors(checkpoint.get('optimizer') or {})]
+        return non_finite_tensors(checkpoint['state_dict']) + optimizer
     return non_finite_tensors(checkpoint)
 
 

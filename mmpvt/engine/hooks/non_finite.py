@@ -56,6 +56,11 @@ def last_good_checkpoint(runner: Any) -> str:
     return path if path else f'none yet: {runner.work_dir} holds no checkpoint of this run'
 
 
+def non_finite_state(state_dict: Any, optimizer: Any = None) -> list[str]:
+    """The non-finite tensors of a model's state dict (by name) and an optimizer's state (``optimizer.…``)."""
+    return non_finite_tensors(state_dict) + [f'optimizer.{name}' for name in non_finite_tensors(optimizer or {})]
+
+
 def _wrappers(optim_wrapper: Any) -> list[OptimWrapper]:
     if isinstance(optim_wrapper, OptimWrapperDict):
         return list(optim_wrapper.values())
@@ -170,8 +175,7 @@ class NonFiniteGuardHook(Hook):
     def _check_state(self, runner: Any, when: str) -> None:
         """Stop every rank with :class:`NonFiniteError` if the model or optimizer state of any rank is non-finite."""
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        state = {'state_dict': model.state_dict(), 'optimizer': runner.optim_wrapper.state_dict()}
-        found = non_finite_tensors(state)
+        found = non_finite_state(model.state_dict(), runner.optim_wrapper.state_dict())
         if not _any_rank(bool(found)):
             return
         where = _named(found) if found else f'tensors of another rank (rank {get_rank()} is finite)'
@@ -184,7 +188,7 @@ class NonFiniteGuardHook(Hook):
 
     def before_save_checkpoint(self, runner: Any, checkpoint: dict[str, Any]) -> None:
         """Refuse to write any checkpoint holding a non-finite tensor (raised before a byte is written)."""
-        found = non_finite_tensors({k: checkpoint[k] for k in ('state_dict', 'optimizer') if k in checkpoint})
+        found = non_finite_state(checkpoint['state_dict'], checkpoint.get('optimizer'))
         if found:
             raise NonFiniteError(
                 f'refusing to save a checkpoint at iteration {checkpoint["meta"].get("iter")}: {_named(found)} hold '
@@ -193,7 +197,7 @@ class NonFiniteGuardHook(Hook):
 
     def after_load_checkpoint(self, runner: Any, checkpoint: dict[str, Any]) -> None:
         """Refuse a loaded checkpoint holding a non-finite tensor: training from it would continue from garbage."""
-        found = non_finite_tensors({k: checkpoint[k] for k in ('state_dict', 'optimizer') if k in checkpoint})
+        found = non_finite_state(checkpoint.get('state_dict', {}), checkpoint.get('optimizer'))
         if found:
             source = runner.cfg.get('load_from') or f'the latest checkpoint of {runner.work_dir}'
             raise NonFiniteError(
