@@ -24,9 +24,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from mmengine.config import Config
+from mmengine.evaluator import BaseMetric
 from mmengine.hooks import Hook
 from mmengine.model import BaseModel, is_model_wrapper
-from mmengine.registry import DATASETS, HOOKS, MODELS, DefaultScope
+from mmengine.registry import DATASETS, HOOKS, METRICS, MODELS, DefaultScope
 from mmengine.runner import Runner
 from torch.utils.data import Dataset
 
@@ -187,16 +188,29 @@ class PoisonLossHook(Hook):
 class SignalAtIterationHook(Hook):
     """Test only: send this process ``signal_name`` at the end of training iteration ``iteration`` (1-based).
 
-    With ``again``, it sends it once more while the checkpoint that the first one asks for is being saved.
+    With ``in_validation``, at the end of the first validation iteration after it instead; with ``again``,
+    once more while the checkpoint that the first signal asks for is being saved.
     """
 
     priority = 'VERY_HIGH'  # before StopOnSignalHook looks (LOWEST)
 
-    def __init__(self, iteration: int, signal_name: str = 'SIGTERM', again: bool = False) -> None:
+    def __init__(
+        self, iteration: int, signal_name: str = 'SIGTERM', again: bool = False, in_validation: bool = False
+    ) -> None:
         self.iteration, self.signal, self.again = iteration, signal.Signals[signal_name], again
+        self.in_validation, self.sent = in_validation, False
 
     def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
-        if runner.iter + 1 == self.iteration:
+        if runner.iter + 1 == self.iteration and not self.in_validation:
+            self._send()
+
+    def after_val_iter(self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
+        if self.in_validation and runner.iter >= self.iteration:
+            self._send()
+
+    def _send(self) -> None:
+        if not self.sent:
+            self.sent = True
             os.kill(os.getpid(), self.signal)
 
     def before_save_checkpoint(self, runner: Any, checkpoint: dict[str, Any]) -> None:
@@ -246,6 +260,17 @@ class ToyRegressor(BaseModel):
         return out
 
 
+@METRICS.register_module(force=True)
+class ToyError(BaseMetric):
+    """The mean absolute output of :class:`ToyRegressor` on the validation set (a metric to validate with)."""
+
+    def process(self, data_batch: Any, data_samples: Sequence[Any]) -> None:
+        self.results.append(float(torch.stack(list(data_samples)).abs().mean()))
+
+    def compute_metrics(self, results: list[float]) -> dict[str, float]:
+        return {'error': float(np.mean(results))}
+
+
 @DATASETS.register_module(force=True)
 class ToyRegression(Dataset):
     """16 fixed pairs; each read adds numpy noise to the input, as a random augmentation of a pipeline would."""
@@ -272,24 +297,26 @@ def toy_runner(
     max_consecutive_skips: int = 20,
     max_epochs: int = 3,
     resume: bool = False,
-    lr: float = 0.01,
+    validate: bool = False,
 ) -> Runner:
     """A real Runner training :class:`ToyRegressor` for ``max_epochs`` epochs of 4 iterations, saving every iteration.
 
-    Seeded, with mmpvt's stop and non-finite hooks as our tools add them, and ``custom_hooks`` after them.
+    Seeded, with mmpvt's stop and non-finite hooks as our tools add them, and ``custom_hooks`` after them;
+    ``validate``: after every epoch, on the training set.
     """
+    loader = dict(dataset=dict(type='ToyRegression'), batch_size=4, num_workers=0)
+    val_loader = dict(**loader, sampler=dict(type='DefaultSampler', shuffle=False))
+    validation = (
+        dict(val_dataloader=val_loader, val_cfg=dict(), val_evaluator=dict(type='ToyError')) if validate else {}
+    )
     cfg = dict(
         model=dict(type='ToyRegressor'),
         work_dir=str(work_dir),
         experiment_name=f'toy_{uuid.uuid4().hex[:8]}',  # a logger and message hub of its own
-        train_dataloader=dict(
-            dataset=dict(type='ToyRegression'),
-            sampler=dict(type='DefaultSampler', shuffle=True),
-            batch_size=4,
-            num_workers=0,
-        ),
+        train_dataloader=dict(**loader, sampler=dict(type='DefaultSampler', shuffle=True)),
+        **validation,
         train_cfg=dict(by_epoch=True, max_epochs=max_epochs),
-        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=lr)),
+        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=0.01)),
         param_scheduler=[dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=6)],
         default_hooks=dict(
             checkpoint=dict(

@@ -243,7 +243,7 @@ def test_the_detector_skips_a_nan_step_and_stops_on_many(toy_coco: Path, tmp_pat
     result = train(once, tmp_path / 'once')
     assert result.returncode == 0, result.stderr[-3000:]
     skipped = 'iteration 3: non-finite loss or gradient, step skipped (weights unchanged); non-finite loss terms:'
-    assert f'{skipped} loss_cls=nan, loss=nan;' in result.stdout
+    assert f'{skipped} loss=nan, loss_cls=nan;' in result.stdout
     final = load_file(tmp_path / 'once' / 'epoch_2.pth')
     assert non_finite_tensors(final) == [] and final['meta']['iter'] == 8
 

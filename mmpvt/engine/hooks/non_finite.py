@@ -135,7 +135,8 @@ class NonFiniteGuardHook(Hook):
 
     def _skipped(self, runner: Any, outputs: dict[str, Any], total: int) -> None:
         self.consecutive_skips += 1
-        terms = {key: float(value) for key, value in outputs.items() if not math.isfinite(float(value))}
+        values = {key: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for key, v in outputs.items()}
+        terms = {key: value for key, value in values.items() if not math.isfinite(value)}
         found = ', '.join(f'{key}={value}' for key, value in terms.items()) or 'none'
         norms = [w.last_grad_norm for w in _wrappers(runner.optim_wrapper) if isinstance(w, SkipNonFiniteSteps)]
         print_log(
