@@ -186,7 +186,8 @@ def detector(toy_coco: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     with config.open('a') as f:
         f.write(TEST_HOOKS + "custom_hooks = [dict(type='ResumableRandomnessHook')]\n")
     slow = root / 'slow_save.py'
-    slow.write_text(f"_base_ = '{config}'\ncustom_hooks = [dict(type='SlowStopCheckpointHook')]\n")
+    hooks = "custom_hooks = [dict(type='ResumableRandomnessHook'), dict(type='SlowStopCheckpointHook')]\n"
+    slow.write_text(f"_base_ = '{config}'\n{hooks}")
     dirs = {name: root / name for name in ('reference', 'stopped', 'killed')}
     reference = start(train(config, dirs['reference']), root / 'reference.log')
 
