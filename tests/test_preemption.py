@@ -365,3 +365,30 @@ def test_two_processes_stop_after_the_same_iteration(target: str, toy_coco: Path
     log = finished(resumed, tmp_path / 'resumed.log')
     assert f'continuing a run stopped by SIGTERM: from iteration {iteration}' in log
     assert load_file(work_dir / 'epoch_6.pth')['meta']['iter'] == 12
+
+
+@pytest.mark.slow
+def test_mmseg_own_train_py_stops_and_resumes_when_the_config_names_the_hook(toy_ade: Path, tmp_path: Path) -> None:
+    """mmseg's tools/train.py (the wheel's copy): the config names the hooks; the signal comes at iteration 5."""
+    import mmseg
+
+    tool = Path(mmseg.__file__).parent / '.mim' / 'tools' / 'train.py'
+    config = tmp_path / 'seg.py'
+    config.write_text(SEGMENTOR.format(base=REPO / 'configs/toy/fpn_pvt_t_toy_ade.py', data_root=toy_ade))
+    with config.open('a') as f:
+        f.write(TEST_HOOKS + "custom_hooks.append(dict(type='StopOnSignalHook'))\n")
+    signalled = tmp_path / 'signalled.py'
+    signalled.write_text(
+        f"_base_ = '{config}'\ncustom_hooks = [dict(type='ResumableRandomnessHook'), dict(type='StopOnSignalHook'), "
+        "dict(type='SignalAtIterationHook', iteration=5)]\n"
+    )
+    work_dir = tmp_path / 'work'
+    command = [sys.executable, str(tool), str(signalled), '--work-dir', str(work_dir)]
+    log = finished(start(command, tmp_path / 'stopped.log'), tmp_path / 'stopped.log', STOPPED_BY_SIGNAL)
+    assert 'stopped by SIGTERM after iteration 5' in log
+    assert (work_dir / 'last_checkpoint').read_text() == str(work_dir / 'iter_5.pth')
+
+    command = [sys.executable, str(tool), str(config), '--work-dir', str(work_dir), '--resume']
+    log = finished(start(command, tmp_path / 'resumed.log'), tmp_path / 'resumed.log')
+    assert 'continuing a run stopped by SIGTERM: from iteration 5' in log
+    assert load_file(work_dir / 'iter_12.pth')['meta']['iter'] == 12
