@@ -121,8 +121,8 @@ class SkipNonFiniteSteps:
     already. The decision is taken in ``update_params`` (what the models' ``train_step`` calls), between the
     backward pass and ``step``: mmengine's parameter schedulers wrap the instance's ``step`` to count calls,
     and a skipped step is not called at all. What it costs on a normal step: one ``isfinite`` of the loss and
-    one pass over the gradients (their largest magnitude; with ``clip_grad=dict(type='norm')`` the norm that
-    clipping then uses instead of computing it again), and the float of the result, one synchronisation.
+    the gradients' norm (with ``clip_grad=dict(type='norm')``, the norm that clipping then uses instead of
+    computing it again), and the float of the result, one synchronisation.
 
     In a distributed run the decision rests on the gradients alone: after DDP's all-reduce they are the same on
     every rank, so every rank skips the same steps and the weights stay equal. A non-finite loss makes its
@@ -131,8 +131,7 @@ class SkipNonFiniteSteps:
     Attributes:
         steps: steps due (one per ``should_update()``).
         skipped_steps: those skipped for non-finite values.
-        last_grad_norm: the gradient magnitude of the last step due (L2 norm, or the norm type clipping uses,
-            when clipping by norm; else the largest absolute value).
+        last_grad_norm: the gradients' norm at the last step due (L2, or the norm type clipping by norm uses).
     """
 
     steps: int = 0
@@ -176,16 +175,23 @@ class SkipNonFiniteSteps:
         return [p for group in groups for p in group['params'] if p.requires_grad and p.grad is not None]
 
     def _grad_magnitude(self) -> torch.Tensor:
-        """The norm that clipping by norm uses (kept for it), else the gradients' largest magnitude."""
+        """The gradients' norm (of the norm type clipping by norm uses, which keeps it; else L2).
+
+        A norm, not a search for inf and NaN: any of them makes it non-finite, and on the CPU it is one
+        vectorised pass (about 11 ms for PVT-T RetinaNet's 23 M gradients on 2 threads, where ``isfinite``
+        or the largest magnitude take 0.5 s). Gradients so large that their squares overflow (a norm above
+        about 1.8e19) count as non-finite too.
+        """
         grads = [p.grad for p in self._grad_params()]
         if not grads:
             return torch.zeros(())
-        if self.clip_grad_kwargs and self.grad_name == 'grad_norm':
-            norm_type = self.clip_grad_kwargs.get('norm_type', 2.0)
-            foreach = self.clip_grad_kwargs.get('foreach')
-            self._clip_norm = torch.nn.utils.get_total_norm(grads, norm_type, foreach=foreach)
-            return self._clip_norm
-        return torch.nn.utils.get_total_norm(grads, norm_type=float('inf'))
+        clip_by_norm = bool(self.clip_grad_kwargs) and self.grad_name == 'grad_norm'
+        norm_type = self.clip_grad_kwargs.get('norm_type', 2.0) if clip_by_norm else 2.0
+        foreach = self.clip_grad_kwargs.get('foreach') if clip_by_norm else None
+        norm = torch.nn.utils.get_total_norm(grads, norm_type, foreach=foreach)
+        if clip_by_norm:
+            self._clip_norm = norm
+        return norm
 
     def _clip_grad(self) -> None:
         """Clip by norm with the norm computed for the check (``clip_grad_norm_`` computes it the same way)."""

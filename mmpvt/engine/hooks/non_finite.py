@@ -141,7 +141,7 @@ class NonFiniteGuardHook(Hook):
         norms = [w.last_grad_norm for w in _wrappers(runner.optim_wrapper) if isinstance(w, SkipNonFiniteSteps)]
         print_log(
             f'iteration {runner.iter + 1}: non-finite loss or gradient, step skipped (weights unchanged); '
-            f'non-finite loss terms: {found}; gradient magnitude {", ".join(f"{n:g}" for n in norms)}; '
+            f'non-finite loss terms: {found}; gradient norm {", ".join(f"{n:g}" for n in norms)}; '
             f'{self.consecutive_skips} skipped in a row ({total} in all; the run stops at '
             f'{self.max_consecutive_skips} in a row)',
             logger='current',
