@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import sys
 
+from mmpvt.engine.hooks import NonFiniteError
 from mmpvt.launch import ConfigError
 from mmpvt.launch.main import train
 
 
 def main() -> None:
-    """Run training; config mistakes end with their message and exit status 1."""
+    """Run training.
+
+    Exit status: 0 done; 1 an error (a config mistake or a diverged run ends with its one-line message); 75
+    stopped by SIGTERM, SIGINT or SIGUSR1 after saving a checkpoint (continue with --resume).
+    """
     try:
         train()
-    except ConfigError as err:
+    except (ConfigError, NonFiniteError) as err:
         sys.exit(f'error: {err}')
 
 

@@ -4,8 +4,9 @@ The library is chosen by the config's ``default_scope`` (``mmdet`` or ``mmseg``)
 mmdet's (:mod:`.args`). Before a Runner is built the config is checked (:mod:`.config_checks`,
 :mod:`.data_checks`) so that the common mistakes fail with a message that says what to do; the
 checks that need the Runner's datasets and model run before ``runner.train()``/``runner.test()``.
-The Runner gets the atomic checkpoint backend, the label-value check, the CPU fast paths and, in distributed runs,
-the rank-mean loss log; reproducible resumes are the config's choice (``ResumableRandomnessHook``).
+The Runner gets the atomic checkpoint backend, the label-value check, the CPU fast paths, the stop on a signal,
+the non-finite guard and, in distributed runs, the rank-mean loss log; reproducible resumes are the config's
+choice (``ResumableRandomnessHook``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from mmengine.runner import Runner, load_checkpoint
 
 from ..checkpoint import allow_mmengine_checkpoints
 from ..datasets.wrappers import leaf_datasets
-from ..engine.hooks import CpuFastPathsHook, LabelValuesHook, RankMeanLossHook
+from ..engine.hooks import CpuFastPathsHook, LabelValuesHook, NonFiniteGuardHook, RankMeanLossHook, StopOnSignalHook
 from . import ConfigError
 from .args import test_parser, train_parser
 from .checkpoints import check_checkpoint_fits, checkpoint_shapes
@@ -67,6 +68,8 @@ def build_runner(cfg: Config) -> Runner:
         _register_once(runner, RankMeanLossHook())
     _register_once(runner, LabelValuesHook())  # label-map values, checked batch by batch
     _register_once(runner, CpuFastPathsHook())  # the patch-conv GEMM in training, all shortcuts in testing
+    _register_once(runner, StopOnSignalHook())  # SIGTERM/SIGINT/SIGUSR1: checkpoint, then exit 75
+    _register_once(runner, NonFiniteGuardHook())  # no non-finite step, no non-finite checkpoint
     return runner
 
 
