@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import pickle
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -123,6 +123,42 @@ def extract_state_dict(checkpoint: Any, source: str = 'checkpoint') -> dict[str,
     return state_dict
 
 
+def named_tensors(tree: Any, prefix: str = '') -> Iterator[tuple[str, torch.Tensor]]:
+    """Every tensor in nested mappings and sequences (a checkpoint, a state dict), named by its dotted path."""
+    if isinstance(tree, torch.Tensor):
+        yield prefix, tree
+    elif isinstance(tree, Mapping):
+        for key, value in tree.items():
+            yield from named_tensors(value, f'{prefix}.{key}' if prefix else str(key))
+    elif isinstance(tree, (list, tuple)):
+        for index, value in enumerate(tree):
+            yield from named_tensors(value, f'{prefix}.{index}' if prefix else str(index))
+
+
+def non_finite_tensors(tree: Any) -> list[str]:
+    """The names of the floating-point tensors in ``tree`` that hold an inf or a NaN (the one finiteness rule).
+
+    Parameters, buffers (BatchNorm's running statistics) and optimizer state alike: pass a model's
+    ``state_dict()``, an optimizer's, or a whole checkpoint. One vectorised pass over the values (their L2
+    norm, ``torch.nn.utils.get_total_norm``, which any inf or NaN makes non-finite) and one
+    synchronisation; the tensors are examined one by one (``isfinite``, many times slower on the CPU) only
+    when that norm is not finite, which values above about 1e19 also make it.
+
+    Args:
+        tree: tensors in nested mappings, lists and tuples.
+
+    Returns:
+        Dotted names (``'state_dict.decode_head.bn.running_var'``), in the order found; empty if all are finite.
+    """
+    floats = [(name, t) for name, t in named_tensors(tree) if t.is_floating_point() and t.numel()]
+    if not floats:
+        return []
+    norm = torch.nn.utils.get_total_norm([t.detach() for _, t in floats], norm_type=2.0)
+    if torch.isfinite(norm):
+        return []
+    return [name for name, t in floats if not bool(torch.isfinite(t.detach()).all())]
+
+
 def load_pretrained(
     model: nn.Module,
     path: str | os.PathLike[str],
@@ -136,7 +172,7 @@ def load_pretrained(
 
     Args:
         model: the PVT to load into.
-        path: checkpoint file (official, mmdet or mmpvt layout; bare or wrapped).
+        path: checkpoint file (official, timm, mmdet or mmpvt layout; bare or wrapped).
         prefix: keep only keys under this prefix (e.g. ``'backbone.'``), stripped.
 
     Returns:

@@ -1,4 +1,4 @@
-"""Checkpoint layout conversion: official PVT / mmdet PVT / mmpvt state dicts to mmpvt's.
+"""Checkpoint layout conversion: official PVT / mmdet PVT / timm PVTv2 / mmpvt state dicts to mmpvt's.
 
 One pure function, :func:`convert_state_dict` (state dict in, new state dict out; the
 input is never modified), shared by the model loader (:func:`mmpvt.checkpoint.load_pretrained`)
@@ -11,6 +11,10 @@ and ``tools/model_converters/pvt2mmpvt.py``. It recognises the layout from the k
   ``layers.{s}.1.0.pos_embed``, blocks at ``layers.{s}.1.{j+1}`` with a position embedding
   and ``layers.{s}.1.{j}`` without, ``layers.{s}.2`` stage norm). Its attention's
   ``in_proj`` is split into ``q`` and ``kv``; its 1×1-conv FFN weights become linear ones.
+* ``timm``: timm's ``PyramidVisionTransformerV2`` (``patch_embed``, ``stages.{s}.downsample`` for the
+  later patch embeddings, ``stages.{s}.blocks.{j}``, ``stages.{s}.norm``, ``mlp.dwconv`` without the
+  official inner ``dwconv``), how the official PVTv2 weights usually arrive through ``timm``; ``head.*``
+  is dropped.
 * ``mmpvt``: ours (``stages.{s}.…``), kept as is.
 
 The backbone may sit under any prefix (``backbone.`` in a detector or segmentor
@@ -44,6 +48,17 @@ OFFICIAL_RULES: tuple[Rule, ...] = (
 #: Parts of an official checkpoint that a backbone does not have.
 OFFICIAL_UNUSED = r'cls_token|norm\..+|head\..+'
 
+#: timm's names are ours, except where the patch embeddings live (timm renamed the official keys the
+#: same way: its ``_checkpoint_filter_fn`` maps ``patch_embed{s}``, ``block{s}``, ``norm{s}`` there).
+TIMM_RULES: tuple[Rule, ...] = (
+    (r'patch_embed\.(?P<rest>.+)', 'stages.0.patch_embed.{rest}', None),
+    (r'stages\.(?P<s>\d+)\.downsample\.(?P<rest>.+)', 'stages.{s}.patch_embed.{rest}', None),
+    (r'stages\.(?P<s>\d+)\.blocks\.(?P<j>\d+)\.(?P<rest>.+)', 'stages.{s}.blocks.{j}.{rest}', None),
+    (r'stages\.(?P<s>\d+)\.norm\.(?P<rest>.+)', 'stages.{s}.norm.{rest}', None),
+)
+#: timm's classifier, which a backbone does not have.
+TIMM_UNUSED = r'head\..+'
+
 _BLOCK = r'layers\.(?P<s>\d+)\.1\.(?P<j>\d+)\.'
 MMDET_RULES: tuple[Rule, ...] = (
     (r'layers\.(?P<s>\d+)\.0\.projection\.(?P<p>\w+)', 'stages.{s}.patch_embed.proj.{p}', None),
@@ -59,11 +74,16 @@ MMDET_RULES: tuple[Rule, ...] = (
     (r'layers\.(?P<s>\d+)\.2\.(?P<p>\w+)', 'stages.{s}.norm.{p}', None),
 )
 
+#: Each layout's renaming rules, and the keys of it that a backbone does not use.
+RULES = {'official': OFFICIAL_RULES, 'mmdet': MMDET_RULES, 'timm': TIMM_RULES}
+UNUSED = {'official': OFFICIAL_UNUSED, 'timm': TIMM_UNUSED}
+
 #: A key that only this layout's backbone has (the first patch embedding's conv).
 LAYOUT_MARKERS: dict[str, str] = {
     'mmpvt': r'stages\.0\.patch_embed\.proj\.weight',
     'mmdet': r'layers\.0\.0\.projection\.weight',
     'official': r'patch_embed1\.proj\.weight',
+    'timm': r'stages\.1\.downsample\.proj\.weight',  # its first patch embedding has no stage in its name
 }
 
 
@@ -72,7 +92,7 @@ class ConversionReport:
     """What :func:`convert_with_report` did, for logs and the command-line tool.
 
     Attributes:
-        layout: ``'official'``, ``'mmdet'`` or ``'mmpvt'``.
+        layout: ``'official'``, ``'mmdet'``, ``'timm'`` or ``'mmpvt'``.
         prefix: prefix of the backbone's keys (``''``, ``'backbone.'``, …).
         renamed: (old key, new key) per converted tensor; in_proj appears twice (q, kv).
         dropped: keys of the source that a backbone does not use.
@@ -105,7 +125,7 @@ def detect_layout(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, str]:
     if not found:
         sample = ', '.join(list(state_dict)[:5])
         raise ValueError(
-            'no PVT checkpoint layout recognised (official, mmdet or mmpvt): none of its keys is a first '
+            'no PVT checkpoint layout recognised (official, mmdet, timm or mmpvt): none of its keys is a first '
             f'patch embedding such as {", ".join(LAYOUT_MARKERS.values())}; its keys begin {sample}'
         )
     listed = ', '.join(f'{layout} under {prefix!r}' for layout, prefix in sorted(found))
@@ -163,11 +183,11 @@ def _convert_backbone(
     if layout == 'mmpvt':
         report.renamed.extend((k, k) for k in backbone)
         return dict(backbone)
-    rules = OFFICIAL_RULES if layout == 'official' else MMDET_RULES
+    rules, unused = RULES[layout], UNUSED.get(layout)
     offset = _mmdet_pos_stages(backbone) if layout == 'mmdet' else set()
     ops, out = _ops(), {}
     for key, value in backbone.items():
-        if layout == 'official' and re.fullmatch(OFFICIAL_UNUSED, key):
+        if unused and re.fullmatch(unused, key):
             report.dropped.append(key)
             continue
         renamed = _rename(key, rules, offset)

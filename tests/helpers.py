@@ -14,15 +14,26 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
+import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from mmengine.config import Config
-from mmengine.registry import DefaultScope
+from mmengine.evaluator import BaseMetric
+from mmengine.hooks import Hook
+from mmengine.model import BaseModel, is_model_wrapper
+from mmengine.registry import DATASETS, HOOKS, METRICS, MODELS, DefaultScope
+from mmengine.runner import Runner
+from torch.utils.data import Dataset
 
 from mmpvt import PVT
 
@@ -194,6 +205,189 @@ def save_checkpoint(config: Path, path: Path) -> None:
     torch.save(dict(state_dict=model.state_dict(), meta=meta), path)
 
 
+# --- faults: test-only hooks (a config imports them with custom_imports=['helpers']) --------------
+
+
+@HOOKS.register_module(force=True)
+class PoisonLossHook(Hook):
+    """Test only: multiply one loss term by NaN in training iterations ``first`` to ``last`` (1-based).
+
+    It wraps the model's ``parse_losses`` for those iterations, so the detector's or segmentor's own loss
+    term goes non-finite, and its gradients with it.
+    """
+
+    priority = 'VERY_HIGH'
+
+    def __init__(self, term: str, first: int, last: int | None = None) -> None:
+        self.term, self.first, self.last = term, first, first if last is None else last
+
+    def before_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None) -> None:
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        vars(model).pop('parse_losses', None)
+        if not self.first <= runner.iter + 1 <= self.last:
+            return
+        term, parse = self.term, type(model).parse_losses
+
+        def poisoned(losses: dict[str, Any]) -> Any:
+            value = losses[term]
+            nan = float('nan')
+            return parse(model, {**losses, term: [v * nan for v in value] if isinstance(value, list) else value * nan})
+
+        model.parse_losses = poisoned
+
+
+@HOOKS.register_module(force=True)
+class SignalAtIterationHook(Hook):
+    """Test only: send this process ``signal_name`` at the end of training iteration ``iteration`` (1-based).
+
+    With ``in_validation``, at the end of the first validation iteration after it instead; with ``again``,
+    once more while the checkpoint that the first signal asks for is being saved.
+    """
+
+    priority = 'VERY_HIGH'  # before StopOnSignalHook looks (LOWEST)
+
+    def __init__(
+        self, iteration: int, signal_name: str = 'SIGTERM', again: bool = False, in_validation: bool = False
+    ) -> None:
+        self.iteration, self.signal, self.again = iteration, signal.Signals[signal_name], again
+        self.in_validation, self.sent = in_validation, False
+
+    def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
+        if runner.iter + 1 == self.iteration and not self.in_validation:
+            self._send()
+
+    def after_val_iter(self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
+        if self.in_validation and runner.iter >= self.iteration:
+            self._send()
+
+    def _send(self) -> None:
+        if not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), self.signal)
+
+    def before_save_checkpoint(self, runner: Any, checkpoint: dict[str, Any]) -> None:
+        if self.again and 'stopped_by_signal' in checkpoint['meta']:
+            os.kill(os.getpid(), self.signal)
+            time.sleep(0.1)  # the handler runs here, in the middle of the save
+
+
+@HOOKS.register_module(force=True)
+class SlowStopCheckpointHook(Hook):
+    """Test only: the checkpoint a signal asks for is written, then waits before its rename.
+
+    Once its bytes are in the temporary file, ``WORK_DIR/saving`` appears and the fsync before the
+    rename sleeps 600 s: a test kills the process meanwhile, in the middle of the atomic write.
+    """
+
+    def before_save_checkpoint(self, runner: Any, checkpoint: dict[str, Any]) -> None:
+        if 'stopped_by_signal' not in checkpoint['meta']:
+            return
+        fsync, marker = os.fsync, Path(runner.work_dir, 'saving')
+
+        def slow_fsync(fd: int) -> None:
+            fsync(fd)
+            marker.touch()
+            time.sleep(600)
+
+        os.fsync = slow_fsync
+
+
+# --- a small mmengine model, for in-process Runners ----------------------------------------------
+
+
+@MODELS.register_module(force=True)
+class ToyRegressor(BaseModel):
+    """A linear layer and a BatchNorm (whose running statistics are buffers), with two loss terms."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 4)
+        self.bn = torch.nn.BatchNorm1d(4)
+
+    def forward(self, inputs: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], mode: str = 'tensor') -> Any:
+        out = self.bn(self.linear(torch.stack(inputs)))
+        if mode == 'loss':
+            target = torch.stack(targets)
+            return {'loss_mse': F.mse_loss(out, target), 'loss_l1': F.l1_loss(out, target)}
+        return out
+
+
+@METRICS.register_module(force=True)
+class ToyError(BaseMetric):
+    """The mean absolute output of :class:`ToyRegressor` on the validation set (a metric to validate with)."""
+
+    def process(self, data_batch: Any, data_samples: Sequence[Any]) -> None:
+        self.results.append(float(torch.stack(list(data_samples)).abs().mean()))
+
+    def compute_metrics(self, results: list[float]) -> dict[str, float]:
+        return {'error': float(np.mean(results))}
+
+
+@DATASETS.register_module(force=True)
+class ToyRegression(Dataset):
+    """16 fixed pairs; each read adds numpy noise to the input, as a random augmentation of a pipeline would."""
+
+    def __init__(self, size: int = 16) -> None:
+        gen = torch.Generator().manual_seed(0)
+        self.inputs, self.targets = torch.randn(size, 4, generator=gen), torch.randn(size, 4, generator=gen)
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        noise = torch.from_numpy(np.random.normal(0.0, 0.1, 4).astype(np.float32))
+        return dict(inputs=self.inputs[index] + noise, targets=self.targets[index])
+
+
+ATOMIC = dict(backend='atomic_local')
+
+
+def toy_runner(
+    work_dir: Path,
+    *,
+    custom_hooks: Sequence[dict] = (),
+    max_consecutive_skips: int = 20,
+    max_epochs: int = 3,
+    resume: bool = False,
+    validate: bool = False,
+) -> Runner:
+    """A real Runner training :class:`ToyRegressor` for ``max_epochs`` epochs of 4 iterations, saving every iteration.
+
+    Seeded, with mmpvt's stop and non-finite hooks as our tools add them, and ``custom_hooks`` after them;
+    ``validate``: after every epoch, on the training set.
+    """
+    loader = dict(dataset=dict(type='ToyRegression'), batch_size=4, num_workers=0)
+    val_loader = dict(**loader, sampler=dict(type='DefaultSampler', shuffle=False))
+    validation = (
+        dict(val_dataloader=val_loader, val_cfg=dict(), val_evaluator=dict(type='ToyError')) if validate else {}
+    )
+    cfg = dict(
+        model=dict(type='ToyRegressor'),
+        work_dir=str(work_dir),
+        experiment_name=f'toy_{uuid.uuid4().hex[:8]}',  # a logger and message hub of its own
+        train_dataloader=dict(**loader, sampler=dict(type='DefaultSampler', shuffle=True)),
+        **validation,
+        train_cfg=dict(by_epoch=True, max_epochs=max_epochs),
+        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=0.01)),
+        param_scheduler=[dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=6)],
+        default_hooks=dict(
+            checkpoint=dict(
+                type='CheckpointHook', interval=1, by_epoch=False, backend_args=dict(backend='atomic_local')
+            ),
+            logger=dict(type='LoggerHook', interval=1),
+        ),
+        custom_hooks=[
+            dict(type='StopOnSignalHook'),
+            dict(type='NonFiniteGuardHook', max_consecutive_skips=max_consecutive_skips),
+            *custom_hooks,
+        ],
+        randomness=dict(seed=0),
+        resume=resume,
+        default_scope='mmengine',
+    )
+    return Runner.from_cfg(Config(cfg))
+
+
 # --- random models and their references ---------------------------------------------------------
 
 
@@ -238,6 +432,24 @@ def to_official(state_dict: dict[str, torch.Tensor], seed: int = 0) -> dict[str,
     out['cls_token'] = torch.randn(1, 1, dims, generator=gen)
     out['norm.weight'], out['norm.bias'] = torch.randn(dims, generator=gen), torch.randn(dims, generator=gen)
     out['head.weight'], out['head.bias'] = torch.randn(1000, dims, generator=gen), torch.randn(1000, generator=gen)
+    return out
+
+
+def to_timm(official: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """An official PVTv2 state dict in timm's ``PyramidVisionTransformerV2`` layout, renamed the way timm
+    documents its own loading of the official files: ``patch_embed1`` -> ``patch_embed``, ``patch_embed{s}``
+    -> ``stages.{s-1}.downsample``, ``block{s}.{j}`` -> ``stages.{s-1}.blocks.{j}``, ``norm{s}`` ->
+    ``stages.{s-1}.norm``, ``mlp.dwconv.dwconv`` -> ``mlp.dwconv``. The classifier ``head.*`` stays; the v1
+    leftovers timm's model does not have (``cls_token``, ``norm.*``) go."""
+    out = {}
+    for key, value in official.items():
+        if key == 'cls_token' or key.startswith('norm.'):
+            continue
+        key = re.sub(r'^patch_embed1\.', 'patch_embed.', key)
+        key = re.sub(r'^patch_embed(\d)\.', lambda m: f'stages.{int(m[1]) - 1}.downsample.', key)
+        key = re.sub(r'^block(\d)\.(\d+)\.', lambda m: f'stages.{int(m[1]) - 1}.blocks.{m[2]}.', key)
+        key = re.sub(r'^norm(\d)\.', lambda m: f'stages.{int(m[1]) - 1}.norm.', key)
+        out[key.replace('mlp.dwconv.dwconv.', 'mlp.dwconv.')] = value.clone()
     return out
 
 

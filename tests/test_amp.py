@@ -14,6 +14,7 @@ from mmengine.logging import MMLogger
 from torch import nn
 
 from mmpvt.engine.optim import CpuAmpOptimWrapper
+from mmpvt.launch import ConfigError
 from mmpvt.launch import main as launch
 from mmpvt.launch.config_checks import amp_optim_wrapper
 
@@ -42,6 +43,18 @@ def test_amp_picks_the_wrapper_for_the_device() -> None:
     amp_optim_wrapper(optim_wrapper)
     expected = 'AmpOptimWrapper' if torch.cuda.is_available() else 'CpuAmpOptimWrapper'
     assert optim_wrapper == dict(type=expected, optimizer=dict(type='AdamW', lr=1e-4), loss_scale='dynamic')
+
+
+def test_amp_dtype_on_the_cpu_is_bfloat16_only() -> None:
+    if torch.cuda.is_available():
+        pytest.skip('this machine has CUDA')
+    optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-4))
+    amp_optim_wrapper(optim_wrapper, 'bfloat16')
+    assert optim_wrapper['type'] == 'CpuAmpOptimWrapper' and 'dtype' not in optim_wrapper
+    with pytest.raises(
+        ConfigError, match=r'--amp-dtype float16 needs a GPU: .* \(use --amp, or --amp-dtype bfloat16\)'
+    ):
+        amp_optim_wrapper(dict(type='OptimWrapper'), 'float16')
 
 
 def test_forward_runs_in_bfloat16() -> None:

@@ -20,6 +20,7 @@ from helpers import (
     randomize_,
     stage_diffs,
     to_official,
+    to_timm,
 )
 from mmengine.logging import MMLogger
 
@@ -59,6 +60,35 @@ def test_official_layout_converts_exactly(arch: str) -> None:
     assert report.kept == []
     assert_same_state(converted, model)
     assert_same_state(official, before)  # the input is not modified
+
+
+@pytest.mark.parametrize('arch', ['b0', 'b2_li'])
+def test_timm_layout_converts_exactly(arch: str) -> None:
+    model = random_pvt(arch)
+    timm = to_timm(to_official(model.state_dict()))
+    assert 'stages.1.downsample.proj.weight' in timm and 'stages.0.blocks.0.mlp.dwconv.weight' in timm
+    converted, report = convert_with_report(timm)
+    assert (report.layout, report.prefix, report.kept) == ('timm', '', [])
+    assert sorted(report.dropped) == ['head.bias', 'head.weight']
+    assert_same_state(converted, model)
+    _wrapped, report = convert_with_report({f'module.{k}': v for k, v in timm.items()})
+    assert (report.layout, report.prefix) == ('timm', 'module.')
+
+
+def test_timm_file_loads_through_init_cfg_with_the_official_files_outputs(tmp_path: Path) -> None:
+    source = random_pvt('b1')
+    official, timm = tmp_path / 'pvt_v2_b1.pth', tmp_path / 'pvt_v2_b1_timm.pth'
+    torch.save(to_official(source.state_dict()), official)
+    torch.save(to_timm(to_official(source.state_dict())), timm)
+    image = torch.randn(1, 3, 64, 96)
+    outputs = []
+    for path in (official, timm):
+        target = fresh_pvt('b1', init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+        target.init_weights()
+        with torch.no_grad():
+            outputs.append(target(image))
+    for a, b in zip(*outputs, strict=True):
+        assert (a - b).abs().max().item() <= 1e-6 * a.abs().max().item()
 
 
 def test_official_v1_drops_the_class_token_entry_of_stage_4() -> None:
@@ -297,6 +327,17 @@ def test_cli_converts_an_official_file(tmp_path: Path, cli: ModuleType, capsys) 
     assert_same_state(torch.load(dst, weights_only=True), source.state_dict())
     assert digest(src) == digest_before
     assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['b0_mmpvt.pth']  # no temporary left
+
+
+def test_cli_converts_a_timm_file(tmp_path: Path, cli: ModuleType, capsys) -> None:
+    source = random_pvt('b0')
+    src, dst = tmp_path / 'pvt_v2_b0_timm.pth', tmp_path / 'b0_mmpvt.pth'
+    torch.save(to_timm(to_official(source.state_dict())), src)
+    assert cli.main([str(src), str(dst)]) == 0
+    printed = capsys.readouterr().out
+    assert 'timm layout' in printed
+    assert 'mapped   stages.1.downsample.proj.weight -> stages.1.patch_embed.proj.weight' in printed
+    assert_same_state(torch.load(dst, weights_only=True), source.state_dict())
 
 
 def test_cli_refuses_to_overwrite(tmp_path: Path, cli: ModuleType, capsys) -> None:

@@ -59,6 +59,17 @@ def test_cpu_amp_config_is_refused_where_cuda_is_available(toy_coco: Path, tmp_p
     assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
 
 
+@pytest.mark.parametrize(('flags', 'dtype'), [(['--amp'], None), (['--amp-dtype', 'bfloat16'], 'bfloat16'),
+                                           (['--amp', '--amp-dtype', 'float16'], 'float16')])  # fmt: skip
+def test_amp_dtype_reaches_mmengines_wrapper_on_a_gpu(
+    toy_coco: Path, tmp_path: Path, fake_cuda: None, flags: list[str], dtype: str | None
+) -> None:
+    """--amp-dtype implies --amp; on a GPU it becomes AmpOptimWrapper's dtype (float16 when not given)."""
+    cfg = launch.train_config(launch.train_parser().parse_args([*toy_args(toy_coco, tmp_path), *flags]))
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+    assert cfg.optim_wrapper.get('dtype') == dtype
+
+
 def test_cpu_amp_wrapper_refuses_parameters_off_the_cpu() -> None:
     model = nn.Linear(2, 2, device='meta')  # stands in for parameters on a GPU
     with pytest.raises(ValueError, match=r'CpuAmpOptimWrapper .* is for CPU training, but .* on meta'):

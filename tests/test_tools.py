@@ -3,6 +3,9 @@
 * tools/slurm_{train,test}.sh hand srun the partition, job name, task counts, SRUN_ARGS, the
   python command with ``--launcher=slurm``, and PORT as MASTER_PORT (a fake ``srun`` on PATH
   records what it was given).
+* tools/slurm_batch.sh submits itself with ``--requeue`` and ``--signal=B:USR1@120``; in the job it
+  passes the warning on to training, requeues the job when training stopped on it (status 75), and the
+  requeued job resumes (fake ``sbatch``, ``scontrol`` and ``srun`` on PATH; the training is real).
 * tools/dist_{train,test}.sh hand torchrun NNODES, NODE_RANK, MASTER_ADDR and PORT (a fake
   PYTHON records the command), and ``dist_test.sh`` really tests a tiny detector with 2 gloo
   processes.
@@ -14,15 +17,17 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from helpers import REPO, checkout_env, logged_test_metrics
+from helpers import REPO, checkout_env, logged_records, logged_test_metrics, small_config
 
 #: Stands in for srun: records its arguments and environment, starts nothing.
 FAKE_SRUN = """#!/usr/bin/env bash
@@ -133,6 +138,116 @@ def test_slurm_script_defaults(script: str, tmp_path: Path) -> None:
     assert not [a for a in recorded_argv(tmp_path) if a.startswith('--gres')]
 
 
+#: Stands in for sbatch and scontrol: records each call's arguments, one per line, a blank line after each
+#: call; ``scontrol show hostname`` prints this machine (what mmengine's and our slurm set-up ask it).
+FAKE_SLURM_COMMAND = """#!/usr/bin/env bash
+{ printf '%s\\n' "$@"; echo; } >> "$RECORD_DIR/$(basename "$0")"
+if [ "${1:-} ${2:-}" = "show hostname" ]; then echo 127.0.0.1; fi
+"""
+
+#: Stands in for srun inside a job: records its arguments, then runs the command as the one task.
+FAKE_JOB_SRUN = """#!/usr/bin/env bash
+printf '%s\\n' "$@" > "$RECORD_DIR/srun"
+while [[ $1 == --* ]]; do shift; done
+SLURM_PROCID=0 SLURM_LOCALID=0 SLURM_NTASKS=1 SLURM_NODELIST=node1 exec "$@"
+"""
+
+
+def recorded_calls(record_dir: Path, command: str) -> list[list[str]]:
+    return [call.splitlines() for call in (record_dir / command).read_text().split('\n\n') if call]
+
+
+def test_slurm_batch_asks_for_the_warning_and_requeueing(tmp_path: Path) -> None:
+    bin_dir = tmp_path / 'bin'
+    fake_command(bin_dir, 'sbatch', FAKE_SLURM_COMMAND)
+    command = ['bash', 'tools/slurm_batch.sh', 'dev', 'pvt_job', 'configs/a.py', str(tmp_path / 'w'), '--amp']
+    run_script(command, tmp_path, PATH=f'{bin_dir}{os.pathsep}{os.environ["PATH"]}', GPUS='16', TIME='3-00:00:00')
+
+    (argv,) = recorded_calls(tmp_path, 'sbatch')
+    assert argv == [
+        '--partition=dev',
+        '--job-name=pvt_job',
+        '--gres=gpu:8',
+        '--ntasks=16',
+        '--ntasks-per-node=8',
+        '--cpus-per-task=5',
+        '--time=3-00:00:00',
+        '--requeue',
+        '--signal=B:USR1@120',
+        '--open-mode=append',
+        f'--output={tmp_path / "w"}/slurm-%j.out',
+        str(REPO / 'tools/slurm_batch.sh'),
+        '--in-job',
+        str(REPO / 'tools'),
+        'configs/a.py',
+        str(tmp_path / 'w'),
+        '--amp',
+    ]
+    assert (tmp_path / 'w').is_dir()  # for the job's output file
+
+
+def batch_job(config: Path, work_dir: Path, record_dir: Path, restarts: int = 0) -> subprocess.Popen:
+    """tools/slurm_batch.sh in its job (as sbatch starts it), with fake srun and scontrol."""
+    bin_dir = record_dir / 'bin'
+    for name, text in (('srun', FAKE_JOB_SRUN), ('scontrol', FAKE_SLURM_COMMAND)):
+        fake_command(bin_dir, name, text)
+    env = {k: v for k, v in checkout_env(OMP_NUM_THREADS='1').items() if k not in LAUNCH_VARS}
+    env.update(PATH=f'{bin_dir}{os.pathsep}{os.environ["PATH"]}', RECORD_DIR=str(record_dir), PYTHON=sys.executable)
+    env.update(SLURM_JOB_ID='4242', SLURM_RESTART_COUNT=str(restarts), PORT=str(free_port()))
+    command = ['bash', 'tools/slurm_batch.sh', '--in-job', str(REPO / 'tools'), str(config), str(work_dir)]
+    out = (record_dir / f'job{restarts}.log').open('w')
+    return subprocess.Popen([*command, '--cfg-options', 'randomness.seed=0'], cwd=REPO, stdout=out, stderr=out, env=env)
+
+
+@pytest.mark.slow
+def test_slurm_batch_requeues_on_the_warning_and_the_job_resumes(toy_coco: Path, tmp_path: Path) -> None:
+    config = small_config(tmp_path / 'small.py', toy_coco, max_epochs=3)
+    work_dir = tmp_path / 'work'
+    job = batch_job(config, work_dir, tmp_path)
+    while not [r for r in logged_records(work_dir) if r.get('iter', 0) >= 2 and 'loss' in r]:
+        assert job.poll() is None, (tmp_path / 'job0.log').read_text()[-3000:]
+        time.sleep(0.1)
+    os.kill(job.pid, signal.SIGUSR1)  # what Slurm sends the batch shell WARN_SECONDS before the time limit
+    assert job.wait(timeout=600) == 75, (tmp_path / 'job0.log').read_text()[-3000:]
+
+    assert recorded_calls(tmp_path, 'scontrol')[-1] == ['requeue', '4242']
+    srun = (tmp_path / 'srun').read_text().splitlines()
+    assert srun[:3] == ['--kill-on-bad-exit=1', sys.executable, '-u']
+    assert srun[3:] == [
+        str(REPO / 'tools/train.py'),
+        str(config),
+        f'--work-dir={work_dir}',
+        '--launcher=slurm',
+        '--cfg-options',
+        'randomness.seed=0',
+    ]
+    log = (tmp_path / 'job0.log').read_text()
+    assert 'stopped by SIGUSR1' in log and 'requeueing job 4242' in log
+
+    # the requeued job: the same command line, and --resume
+    restarted = batch_job(config, work_dir, tmp_path, restarts=1)
+    assert restarted.wait(timeout=600) == 0, (tmp_path / 'job1.log').read_text()[-3000:]
+    assert (tmp_path / 'srun').read_text().splitlines()[3:] == [*srun[3:], '--resume']
+    log = (tmp_path / 'job1.log').read_text()
+    assert 'restart 1 of job 4242' in log and 'continuing a run stopped by SIGUSR1' in log
+    assert (work_dir / 'epoch_3.pth').is_file()
+    assert [call for call in recorded_calls(tmp_path, 'scontrol') if call[0] == 'requeue'] == [['requeue', '4242']]
+
+
+@pytest.mark.slow
+def test_slurm_batch_does_not_requeue_a_cancelled_job(toy_coco: Path, tmp_path: Path) -> None:
+    """scancel (SIGTERM) stops training with a checkpoint; the job is not requeued."""
+    config = small_config(tmp_path / 'small.py', toy_coco, max_epochs=3)
+    job = batch_job(config, tmp_path / 'work', tmp_path)
+    while not [r for r in logged_records(tmp_path / 'work') if 'loss' in r]:
+        assert job.poll() is None, (tmp_path / 'job0.log').read_text()[-3000:]
+        time.sleep(0.1)
+    os.kill(job.pid, signal.SIGTERM)
+    assert job.wait(timeout=600) == 75, (tmp_path / 'job0.log').read_text()[-3000:]
+    assert ['requeue', '4242'] not in recorded_calls(tmp_path, 'scontrol')
+    assert list((tmp_path / 'work').glob('iter_*.pth'))
+
+
 # script -> (its arguments before GPUS, the tool it starts)
 DIST_SCRIPTS = {
     'dist_train.sh': (['configs/a.py'], ['tools/train.py', 'configs/a.py']),
@@ -155,6 +270,7 @@ def test_dist_script_hands_torchrun_the_nodes(script: str, tmp_path: Path) -> No
         '--master_addr=10.1.2.3',
         '--master_port=23456',
         '--nproc_per_node=4',
+        '--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1',  # USR1 reaches the workers too
         str(REPO / tool),
         *args,
         '--launcher',
@@ -178,7 +294,7 @@ def test_dist_test_runs_two_cpu_processes(small_detector: tuple[Path, Path], tmp
     argv = recorded_argv(tmp_path)
     nodes = ['--nnodes=1', '--node_rank=0', '--master_addr=127.0.0.1', f'--master_port={port}']
     assert argv[2:7] == [*nodes, '--nproc_per_node=2']
-    assert 'of 2)' in output  # "distributed run on CPU processes with gloo (rank 0 of 2)"
+    assert 'distributed run: backend gloo, rank 0 of 2' in output
     assert 'coco/bbox_mAP' in output
     # both ranks' predictions were gathered: each of the 4 validation images once
     samples = pickle.loads(predictions.read_bytes())

@@ -3,6 +3,8 @@
 # Multi-node: NNODES, NODE_RANK, MASTER_ADDR and PORT (default 29500). Without CUDA the
 # GPUS processes run on the CPU with the gloo backend. PYTHON picks the interpreter.
 # tools/dist_test.sh starts test.py the same way, through: dist_train.sh --test CONFIG CHECKPOINT GPUS [...].
+# SIGTERM, SIGINT or SIGUSR1 to torchrun reaches every worker: training saves a checkpoint and stops
+# (docs/reliability.md); torchrun gives the workers TORCH_ELASTIC_SHUTDOWN_TIMEOUT seconds (30) for it.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 if [[ ${1:-} == --test ]]; then
@@ -25,4 +27,5 @@ PYTHONPATH="$HERE/..${PYTHONPATH:+:$PYTHONPATH}" \
     --master_addr="$MASTER_ADDR" \
     --master_port="$PORT" \
     --nproc_per_node="$GPUS" \
+    --signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1 \
     "${TOOL[@]}" --launcher pytorch "${@:2}"

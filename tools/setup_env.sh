@@ -78,20 +78,27 @@ ensure_torch() {
     fi
 }
 
-# Builds mmcv 2.1.0 with its ops into $CACHE/torch-<version>/ unless a wheel is there,
-# in a throwaway venv (setuptools < 70 lives and dies there), then installs that wheel.
+# Builds mmcv 2.1.0 with its ops into $CACHE/torch-<version>-<flavour>/ unless a wheel is there,
+# in a throwaway venv (setuptools < 70 lives and dies there), then installs that wheel. The flavour
+# (tools/mmcv_ops_flavour.py) is cpu or cuda<version>: an installed mmcv with CPU-only ops is replaced
+# where the torch is a CUDA build and a GPU is present (CUDA NMS would fail), and a cached wheel is
+# only reused for the same torch and the same flavour.
 ensure_mmcv() {
-    if [ "$(version_of mmcv)" = 2.1.0 ] && "$PY" -c 'import mmcv._ext' 2>/dev/null; then
-        STEP_RESULT="2.1.0 with compiled ops already installed, kept"
+    local decision want have torch_version dir wheel
+    read -r decision want have < <("$PY" tools/mmcv_ops_flavour.py decide)
+    if [ "$(version_of mmcv)" = 2.1.0 ] && [ "$decision" = keep ]; then
+        STEP_RESULT="2.1.0 with compiled ops ($have) already installed, kept"
         kept+=("mmcv 2.1.0")
         return
     fi
-    local torch_version dir wheel
+    if [ "$decision" = replace ]; then
+        say "mmcv: the installed ops are $have, but this machine needs $want (a CUDA torch and a GPU): replacing them"
+    fi
     torch_version=$(version_of torch)
-    dir="$CACHE/torch-$torch_version"
+    dir="$CACHE/torch-$torch_version-$want"
     wheel=$(ls "$dir"/mmcv-2.1.0-*.whl 2>/dev/null | head -n 1 || true)
     if [ -z "$wheel" ]; then
-        say "mmcv: building 2.1.0 with its ops against torch $torch_version (about 10 minutes on 2 cores, once)"
+        say "mmcv: building 2.1.0 with $want ops against torch $torch_version (about 10 minutes on 2 cores, once)"
         BUILD_VENV=$(mktemp -d)
         "$PY" -m venv "$BUILD_VENV"
         "$BUILD_VENV/bin/python" -m pip install --disable-pip-version-check -q "setuptools<70" ninja wheel
@@ -109,8 +116,12 @@ ensure_mmcv() {
     else
         STEP_RESULT="installed the wheel built earlier ($wheel)"
     fi
-    pip_install "$wheel"
-    "$PY" -c 'import mmcv._ext' || { echo "[setup] mmcv was installed without its ops" >&2; exit 1; }
+    pip_install --force-reinstall --no-deps "$wheel"
+    read -r decision want have < <("$PY" tools/mmcv_ops_flavour.py decide)
+    if [ "$decision" != keep ]; then
+        echo "[setup] mmcv was installed with $have ops, not the $want this machine needs" >&2
+        exit 1
+    fi
     installed+=("mmcv 2.1.0")
 }
 

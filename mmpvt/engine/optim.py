@@ -1,4 +1,6 @@
-"""Mixed precision on a machine without CUDA: ``optim_wrapper = dict(type='CpuAmpOptimWrapper', ...)``.
+"""Optimizer wrappers: mixed precision on a machine without CUDA, and float32 steps that skip non-finite values.
+
+``optim_wrapper = dict(type='CpuAmpOptimWrapper', ...)``:
 
 mmengine 0.10's ``AmpOptimWrapper`` asserts that a GPU (or NPU, MLU, MUSA) is
 present. :class:`CpuAmpOptimWrapper` is that wrapper with torch's CPU
@@ -13,6 +15,9 @@ The CPU wrapper never meets a GPU: it refuses parameters on an accelerator, and
 on a machine with CUDA. Its loss-scaler state is saved under its own key
 (:data:`LOSS_SCALER_KEY`), so mmengine's float16 wrapper never restores the bfloat16
 scale of 1 from it, and it ignores, with a warning, the float16 scaler's ``loss_scaler``.
+
+:func:`skip_non_finite_steps` gives a float32 wrapper the same protection (:class:`SkipNonFiniteSteps`):
+``NonFiniteGuardHook`` applies it, so a config only names the hook.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from mmengine.dist import is_distributed
 from mmengine.logging import print_log
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS
@@ -105,3 +111,112 @@ class CpuAmpOptimWrapper(AmpOptimWrapper):
         if own is not None:
             self.loss_scaler.load_state_dict(own)
         OptimWrapper.load_state_dict(self, state_dict)
+
+
+class SkipNonFiniteSteps:
+    """An ``OptimWrapper`` that skips every step whose gradients (or, in one process, loss) hold inf or NaN.
+
+    :class:`~mmpvt.engine.hooks.non_finite.NonFiniteGuardHook` mixes it into the run's float32 wrapper
+    (:func:`skip_non_finite_steps`); the mixed-precision wrappers skip such steps through their loss scaler
+    already. The decision is taken in ``update_params`` (what the models' ``train_step`` calls), between the
+    backward pass and ``step``: mmengine's parameter schedulers wrap the instance's ``step`` to count calls,
+    and a skipped step is not called at all. What it costs on a normal step: one ``isfinite`` of the loss and
+    the gradients' norm (with ``clip_grad=dict(type='norm')``, the norm that clipping then uses instead of
+    computing it again), and the float of the result, one synchronisation.
+
+    In a distributed run the decision rests on the gradients alone: after DDP's all-reduce they are the same on
+    every rank, so every rank skips the same steps and the weights stay equal. A non-finite loss makes its
+    gradients non-finite too (the usual case), and then its step is skipped on every rank.
+
+    Attributes:
+        steps: steps due (one per ``should_update()``).
+        skipped_steps: those skipped for non-finite values.
+        last_grad_norm: the gradients' norm at the last step due (L2, or the norm type clipping by norm uses).
+    """
+
+    steps: int = 0
+    skipped_steps: int = 0
+    last_grad_norm: float = 0.0
+    _finite_loss: torch.Tensor | None = None
+    _clip_norm: torch.Tensor | None = None
+
+    def update_params(
+        self,
+        loss: torch.Tensor,
+        step_kwargs: dict[str, Any] | None = None,
+        zero_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        """``OptimWrapper.update_params`` (backward, step, zero_grad) without the step when it is non-finite."""
+        finite = torch.isfinite(loss.detach()).all()
+        self._finite_loss = finite if self._finite_loss is None else self._finite_loss & finite
+        self.backward(self.scale_loss(loss))
+        if not self.should_update():
+            return
+        if self._finite_step():
+            self.step(**(step_kwargs or {}))
+        self._clip_norm = None
+        self.zero_grad(**(zero_kwargs or {}))
+
+    def _finite_step(self) -> bool:
+        """Whether the step due may be taken; counts it, and counts it skipped if not."""
+        finite_loss, self._finite_loss = self._finite_loss, None
+        self.steps += 1
+        magnitude = self._grad_magnitude()
+        finite = torch.isfinite(magnitude)
+        if finite_loss is not None and not is_distributed():
+            finite = finite & finite_loss
+        self.last_grad_norm = float(magnitude)
+        if not bool(finite):
+            self.skipped_steps += 1
+        return bool(finite)
+
+    def _grad_params(self) -> list[torch.Tensor]:
+        groups = self.optimizer.param_groups
+        return [p for group in groups for p in group['params'] if p.requires_grad and p.grad is not None]
+
+    def _grad_magnitude(self) -> torch.Tensor:
+        """The gradients' norm (of the norm type clipping by norm uses, which keeps it; else L2).
+
+        A norm, not a search for inf and NaN: any of them makes it non-finite, and on the CPU it is one
+        vectorised pass (about 11 ms for PVT-T RetinaNet's 23 M gradients on 2 threads, where ``isfinite``
+        or the largest magnitude take 0.5 s). Gradients so large that their squares overflow (a norm above
+        about 1.8e19) count as non-finite too.
+        """
+        grads = [p.grad for p in self._grad_params()]
+        if not grads:
+            return torch.zeros(())
+        clip_by_norm = bool(self.clip_grad_kwargs) and self.grad_name == 'grad_norm'
+        norm_type = self.clip_grad_kwargs.get('norm_type', 2.0) if clip_by_norm else 2.0
+        foreach = self.clip_grad_kwargs.get('foreach') if clip_by_norm else None
+        norm = torch.nn.utils.get_total_norm(grads, norm_type, foreach=foreach)
+        if clip_by_norm:
+            self._clip_norm = norm
+        return norm
+
+    def _clip_grad(self) -> None:
+        """Clip by norm with the norm computed for the check (``clip_grad_norm_`` computes it the same way)."""
+        if self._clip_norm is None:
+            super()._clip_grad()  # type: ignore[misc]
+            return
+        max_norm, foreach = self.clip_grad_kwargs['max_norm'], self.clip_grad_kwargs.get('foreach')
+        torch.nn.utils.clip_grads_with_norm_(self._grad_params(), max_norm, self._clip_norm, foreach=foreach)
+        self.message_hub.update_scalar('train/grad_norm', float(self._clip_norm))
+
+
+_GUARDED: dict[type, type] = {}
+
+
+def skip_non_finite_steps(wrapper: OptimWrapper) -> bool:
+    """Make ``wrapper`` skip non-finite steps (:class:`SkipNonFiniteSteps`), in place; True if it now does.
+
+    Its class becomes a subclass of its own with the mixin in front, so its state and every other method stay.
+    Left alone: a wrapper that already skips them (``AmpOptimWrapper`` and ``CpuAmpOptimWrapper``, through their
+    loss scaler; one guarded before).
+    """
+    cls = type(wrapper)
+    if isinstance(wrapper, (AmpOptimWrapper, SkipNonFiniteSteps)):
+        return isinstance(wrapper, SkipNonFiniteSteps)
+    if cls not in _GUARDED:
+        _GUARDED[cls] = type(f'NonFiniteSkipping{cls.__name__}', (SkipNonFiniteSteps, cls), {})
+    wrapper.__class__ = _GUARDED[cls]
+    return True

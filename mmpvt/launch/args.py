@@ -25,6 +25,12 @@ def train_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description='Train a detector or a segmentor (mmdet or mmseg config)')
     parser.add_argument('config', help='config file')
     parser.add_argument('--amp', action='store_true', help='automatic mixed precision training')
+    parser.add_argument(
+        '--amp-dtype',
+        choices=['float16', 'bfloat16'],
+        default=None,
+        help='the autocast dtype of --amp (implies --amp): float16 by default on a GPU; the CPU runs bfloat16 only',
+    )
     parser.add_argument('--auto-scale-lr', action='store_true', help='scale the lr with the total batch size')
     parser.add_argument(
         '--resume',

@@ -1,9 +1,10 @@
 """Whether a checkpoint file reads and is one of the model: before a Runner loads it leniently.
 
-:func:`checkpoint_shapes` reads only a checkpoint's index; :func:`check_checkpoint_fits` applies
-mmpvt's one fit check (:func:`mmpvt.checkpoint.checkpoint_fit`) to ``load_from``, ``--resume``, the
-checkpoint ``tools/test.py`` evaluates and those the demo and the export load (:func:`load_checked`), so a
-checkpoint of another model is an error rather than a model left mostly at its random initialisation.
+:func:`checkpoint_shapes` reads only a checkpoint's index; :func:`checkpoint_non_finite` its tensors, for
+inf and NaN; :func:`check_checkpoint_fits` applies mmpvt's one fit check (:func:`mmpvt.checkpoint.checkpoint_fit`)
+to ``load_from``, ``--resume``, the checkpoint ``tools/test.py`` evaluates and those the demo and the export load
+(:func:`load_checked`), so a checkpoint of another model is an error rather than a model left mostly at its random
+initialisation.
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from torch import nn
 
-from ..checkpoint import checkpoint_fit, extract_state_dict, load_file, missing_checkpoint, variant_hint
+from ..checkpoint import (
+    checkpoint_fit,
+    extract_state_dict,
+    load_file,
+    missing_checkpoint,
+    non_finite_tensors,
+    variant_hint,
+)
 from . import ConfigError
 from .distributed import on_rank_zero
 
@@ -43,6 +51,27 @@ def checkpoint_shapes(path: str) -> dict[str, torch.Size]:
         return {k: v.shape for k, v in extract_state_dict(checkpoint, path).items()}
     except (FileNotFoundError, ValueError) as err:
         raise ConfigError(str(err)) from err
+
+
+def checkpoint_non_finite(path: str) -> list[str]:
+    """The tensors of a checkpoint (model and optimizer state) that hold inf or NaN; empty if none.
+
+    The file is memory-mapped as in :func:`checkpoint_shapes`, but every tensor's bytes are read: on the
+    rank that resumes, they stay in the page cache for mmengine's load that follows.
+
+    Raises:
+        ConfigError: the file is missing or unreadable.
+    """
+    mapped = {'load.mmap': zipfile.is_zipfile(path)} if osp.isfile(path) else {}
+    try:
+        with serialization_config.patch(mapped):
+            checkpoint = load_file(path)
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(str(err)) from err
+    if isinstance(checkpoint, Mapping) and 'state_dict' in checkpoint:
+        optimizer = [f'optimizer.{name}' for name in non_finite_tensors(checkpoint.get('optimizer') or {})]
+        return non_finite_tensors(checkpoint['state_dict']) + optimizer
+    return non_finite_tensors(checkpoint)
 
 
 def check_checkpoint_fits(

@@ -268,11 +268,28 @@ def check_amp_device(optim_wrapper: dict[str, Any]) -> None:
         )
 
 
-def amp_optim_wrapper(optim_wrapper: dict[str, Any]) -> None:
+def amp_optim_wrapper(optim_wrapper: dict[str, Any], dtype: str | None = None) -> None:
     """Turn the config's ``optim_wrapper`` into a mixed-precision one, in place.
 
-    CUDA: mmengine's ``AmpOptimWrapper`` (float16, dynamic loss scale).
+    CUDA: mmengine's ``AmpOptimWrapper`` (``dtype``, float16 by default; dynamic loss scale).
     CPU: :class:`CpuAmpOptimWrapper` (bfloat16, dynamic loss scale).
+
+    Args:
+        optim_wrapper: the config's ``optim_wrapper``.
+        dtype: ``'float16'``, ``'bfloat16'`` or None (the device's default).
+
+    Raises:
+        ConfigError: float16 asked for on a machine without CUDA.
     """
-    optim_wrapper['type'] = 'AmpOptimWrapper' if torch.cuda.is_available() else 'CpuAmpOptimWrapper'
+    if not torch.cuda.is_available():
+        if dtype == 'float16':
+            raise ConfigError(
+                '--amp-dtype float16 needs a GPU: mixed precision on the CPU runs bfloat16 '
+                '(use --amp, or --amp-dtype bfloat16)'
+            )
+        optim_wrapper['type'] = 'CpuAmpOptimWrapper'
+    else:
+        optim_wrapper['type'] = 'AmpOptimWrapper'
+        if dtype:
+            optim_wrapper['dtype'] = dtype
     optim_wrapper['loss_scale'] = 'dynamic'

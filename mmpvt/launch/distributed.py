@@ -110,8 +110,8 @@ def prepare_cpu_distributed(cfg: Config, launcher: str) -> bool:
         kwargs = dict(timeout=datetime.timedelta(seconds=timeout)) if timeout else {}
         torch_dist.init_process_group(backend='gloo', **kwargs)
         print_log(  # once, where the group starts (this runs again when the Runner is built)
-            f'no CUDA: distributed run on CPU processes with gloo (rank {torch_dist.get_rank()} '
-            f'of {torch_dist.get_world_size()})',
+            f'no CUDA: distributed run: backend gloo, rank {torch_dist.get_rank()} of {torch_dist.get_world_size()} '
+            'on CPU processes',
             logger='current',
         )
     wrapper = dict(cfg.get('model_wrapper_cfg') or {})
@@ -135,6 +135,11 @@ def init_distributed(cfg: Config) -> None:
     if launcher == 'none' or is_distributed() or prepare_cpu_distributed(cfg, launcher):
         return
     init_dist(launcher, **dict((cfg.get('env_cfg') or {}).get('dist_cfg') or {}))
+    print_log(
+        f'distributed run: backend {torch_dist.get_backend()}, rank {torch_dist.get_rank()} of '
+        f'{torch_dist.get_world_size()} on cuda:{torch.cuda.current_device()}',
+        logger='current',
+    )
 
 
 def on_rank_zero(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -21,11 +21,18 @@ from . import ConfigError
 ERROR_STATUS = 1
 
 
-def run_tool(main: Callable[[], Any]) -> NoReturn:
-    """Run a tool's ``main`` and exit: its status (an int it returns, else 0), or 1 with ``error: ...``."""
+def run_tool(main: Callable[[], Any], *errors: type[Exception]) -> NoReturn:
+    """Run a tool's ``main`` and exit: its status (an int it returns, else 0), or 1 with ``error: ...``.
+
+    Args:
+        main: the tool's entry point.
+        errors: more exception types whose message is for the user (``train.py``: a diverged run's
+            ``NonFiniteError``), printed and ended like a :class:`ConfigError`. ``SystemExit`` (argparse's
+            usage errors, a run stopped by a signal with status 75) passes through.
+    """
     try:
         result = main()
-    except ConfigError as err:
+    except (ConfigError, *errors) as err:
         sys.stdout.flush()
         print(f'error: {err}', file=sys.stderr)
         sys.exit(ERROR_STATUS)

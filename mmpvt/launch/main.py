@@ -4,8 +4,9 @@ The library is chosen by the config's ``default_scope`` (``mmdet`` or ``mmseg``)
 mmdet's (:mod:`.args`). Before a Runner is built the config is checked (:mod:`.config_checks`,
 :mod:`.data_checks`) so that the common mistakes fail with a message that says what to do; the
 checks that need the Runner's datasets and model run before ``runner.train()``/``runner.test()``.
-The Runner gets the atomic checkpoint backend, the label-value check, the CPU fast paths and, in distributed runs,
-the rank-mean loss log; reproducible resumes are the config's choice (``ResumableRandomnessHook``).
+The Runner gets the atomic checkpoint backend, the label-value check, the CPU fast paths, the stop on a signal,
+the non-finite guard and, in distributed runs, the rank-mean loss log; reproducible resumes are the config's
+choice (``ResumableRandomnessHook``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from mmengine.runner import Runner, load_checkpoint
 
 from ..checkpoint import allow_mmengine_checkpoints, missing_checkpoint
 from ..datasets.wrappers import leaf_datasets
-from ..engine.hooks import CpuFastPathsHook, LabelValuesHook, RankMeanLossHook
+from ..engine.hooks import CpuFastPathsHook, LabelValuesHook, NonFiniteGuardHook, RankMeanLossHook, StopOnSignalHook
 from . import ConfigError
 from .args import test_parser, train_parser
 from .checkpoints import check_checkpoint_fits, check_load_from, checkpoint_shapes, local_load_from
@@ -66,6 +67,8 @@ def build_runner(cfg: Config) -> Runner:
         _add_once(cfg, RankMeanLossHook)
     _add_once(cfg, LabelValuesHook)  # label-map values, checked batch by batch
     _add_once(cfg, CpuFastPathsHook)  # the patch-conv GEMM in training, all shortcuts in testing
+    _add_once(cfg, StopOnSignalHook)  # SIGTERM/SIGINT/SIGUSR1: checkpoint, then exit 75
+    _add_once(cfg, NonFiniteGuardHook)  # no non-finite step, no non-finite checkpoint
     if 'runner_type' in cfg:
         from mmengine.registry import RUNNERS
 
@@ -108,8 +111,8 @@ def train_config(args: argparse.Namespace) -> Config:
     """The checked training config for parsed ``train_parser()`` arguments."""
     cfg = load_config(args.config, args.cfg_options)
     _setup(cfg, args)
-    if args.amp:
-        amp_optim_wrapper(cfg.optim_wrapper)
+    if args.amp or args.amp_dtype:
+        amp_optim_wrapper(cfg.optim_wrapper, args.amp_dtype)
     check_amp_device(cfg.optim_wrapper)
     if args.auto_scale_lr:
         if not {'enable', 'base_batch_size'} <= set(cfg.get('auto_scale_lr') or {}):

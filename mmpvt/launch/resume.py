@@ -2,8 +2,9 @@
 
 * :func:`readable_checkpoint` picks the checkpoint ``--resume`` continues from: the one
   mmengine's ``last_checkpoint`` names (:func:`mmengine.runner.find_latest_checkpoint`) if it
-  reads, else the newest ``epoch_*.pth`` / ``iter_*.pth`` that does, with a warning naming each
-  bad file. Only each file's index is read (:func:`~mmpvt.launch.checkpoints.checkpoint_shapes`),
+  reads and holds no inf or NaN, else the newest ``epoch_*.pth`` / ``iter_*.pth`` that does, with a
+  warning naming each bad file. The chosen file is read once, memory-mapped
+  (:func:`~mmpvt.launch.checkpoints.checkpoint_shapes`, :func:`~mmpvt.launch.checkpoints.checkpoint_non_finite`),
   and in a distributed run only rank 0 reads (:func:`choose_resume_checkpoint`).
 * :func:`check_work_dir`: a new run never overwrites another's checkpoints unless asked to resume.
 
@@ -23,7 +24,7 @@ from mmengine.logging import print_log
 from mmengine.runner import find_latest_checkpoint
 
 from . import ConfigError
-from .checkpoints import checkpoint_shapes
+from .checkpoints import checkpoint_non_finite, checkpoint_shapes
 from .distributed import on_rank_zero
 
 #: What ``CheckpointHook`` names its files (mmengine's default ``filename_tmpl``).
@@ -52,10 +53,14 @@ def _step_of(path: str) -> int:
 
 
 def _candidates(work_dir: str) -> list[str]:
-    """``last_checkpoint``'s target first, then every epoch_*/iter_* file, newest first."""
+    """``last_checkpoint``'s target first, then every epoch_*/iter_* file, newest (last written) first.
+
+    By time, not by the number in the name: an epoch-based run stopped by a signal holds an ``iter_N.pth``
+    among its ``epoch_N.pth``, and the two numbers do not compare.
+    """
     named = [path for path in [find_latest_checkpoint(work_dir)] if path]
     found = [p for p in glob.glob(osp.join(work_dir, '*.pth')) if CHECKPOINT_NAME.search(osp.basename(p))]
-    found.sort(key=lambda p: (_step_of(p), osp.getmtime(p)), reverse=True)
+    found.sort(key=lambda p: (osp.getmtime(p), _step_of(p)), reverse=True)
     seen = {osp.abspath(p) for p in named}
     return named + [p for p in found if osp.abspath(p) not in seen]
 
@@ -74,8 +79,8 @@ def readable_checkpoint(work_dir: str) -> Checkpoint | None:
         work_dir: a training run's work dir.
 
     Returns:
-        The newest checkpoint that reads (``last_checkpoint``'s target if it does),
-        or None if the work dir holds no checkpoint at all.
+        The newest checkpoint that reads and holds only finite values (``last_checkpoint``'s target if
+        it does), or None if the work dir holds no checkpoint at all.
 
     Raises:
         ValueError: there are checkpoints but none of them can be read.
@@ -84,9 +89,12 @@ def readable_checkpoint(work_dir: str) -> Checkpoint | None:
     for path in _candidates(work_dir):
         try:
             shapes = checkpoint_shapes(path)
+            problem = _non_finite(path)
         except ValueError as err:
-            bad.append(f'{path} ({err})')
-            print_log(f'--resume: skipping unreadable checkpoint {path}: {err}', logger='current', level=30)
+            problem = f'unreadable checkpoint {path}: {err}'
+        if problem:
+            bad.append(problem)
+            print_log(f'--resume: skipping {problem}', logger='current', level=30)
             continue
         if bad:
             print_log(f'--resume: the latest checkpoint cannot be used; resuming from {path} instead', logger='current')
@@ -94,6 +102,15 @@ def readable_checkpoint(work_dir: str) -> Checkpoint | None:
     if bad:
         raise ValueError(f'no readable checkpoint in {work_dir}: ' + '; '.join(bad))
     return None
+
+
+def _non_finite(path: str) -> str | None:
+    """What is wrong with a checkpoint holding inf or NaN, or None."""
+    found = checkpoint_non_finite(path)
+    if not found:
+        return None
+    names = ', '.join(found[:3]) + (f' (and {len(found) - 3} more)' if len(found) > 3 else '')
+    return f'checkpoint {path} with non-finite values: {names} hold inf or NaN'
 
 
 def latest_readable_checkpoint(work_dir: str) -> str | None:
@@ -106,7 +123,11 @@ def _resume_checkpoint(work_dir: str, resume: str) -> Checkpoint | None:
     try:
         if resume == 'auto':
             return readable_checkpoint(work_dir)
-        return Checkpoint(resume, checkpoint_shapes(resume))
+        chosen = Checkpoint(resume, checkpoint_shapes(resume))
+        problem = _non_finite(resume)
+        if problem:
+            raise ValueError(f'{problem}; training cannot continue from it. Give an earlier checkpoint')
+        return chosen
     except ValueError as err:
         raise ConfigError(f'--resume: {err}') from err
 

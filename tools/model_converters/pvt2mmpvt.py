@@ -1,10 +1,11 @@
-"""Convert an official PVT, mmdet PVT or mmpvt checkpoint to mmpvt's key layout.
+"""Convert an official PVT, timm PVTv2, mmdet PVT or mmpvt checkpoint to mmpvt's key layout.
 
 Usage: python tools/model_converters/pvt2mmpvt.py SRC DST [--force]
 
-SRC may be an official ImageNet file (``pvt_small.pth``, ``pvt_v2_b2.pth``), a checkpoint
-of mmdet's ``PyramidVisionTransformer(V2)`` (a bare backbone, or a whole detector whose
-``backbone.`` part is converted while the neck and head keys are kept), or an mmpvt one.
+SRC may be an official ImageNet file (``pvt_small.pth``, ``pvt_v2_b2.pth``), timm's PVTv2 state
+dict (``patch_embed``, ``stages.{i}.downsample``, ``stages.{i}.blocks``), a checkpoint of mmdet's
+``PyramidVisionTransformer(V2)`` (a bare backbone, or a whole detector whose ``backbone.`` part is
+converted while the neck and head keys are kept), or an mmpvt one.
 Prints every key it renamed, dropped and kept. SRC is only read: DST must be another
 file, and an existing DST is replaced only with ``--force``.
 """
