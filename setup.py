@@ -14,9 +14,13 @@ exec(Path('mmpvt/version.py').read_text(), version)
 #: ``.mim/model-index.yml``, which imports ``.mim/metafile.yml``, whose ``Config`` paths are relative to ``.mim``.
 MIM_CONFIGS = Path('configs') / 'pvt'
 
+#: tools/ goes to ``.mim/tools/`` as in mmdet's and mmseg's wheels, where ``mim train mmpvt CONFIG`` and
+#: ``mim test`` look for ``train.py`` and ``test.py``.
+MIM_TOOLS = Path('tools')
+
 
 class BuildPyWithConfigs(build_py):
-    """``build_py`` that also puts configs/ and the model zoo into the built package's ``.mim`` folder.
+    """``build_py`` that also puts configs/, tools/ and the model zoo into the built package's ``.mim`` folder.
 
     The copy goes into the build directory only, so the source tree gets no generated files. An editable
     install does not run it: use the checkout's configs/ by path there.
@@ -27,6 +31,7 @@ class BuildPyWithConfigs(build_py):
         mim = Path(self.build_lib) / 'mmpvt' / '.mim'
         shutil.rmtree(mim, ignore_errors=True)
         shutil.copytree('configs', mim / MIM_CONFIGS, ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
+        shutil.copytree('tools', mim / MIM_TOOLS, ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
         metafile = Path('metafile.yml').read_text(encoding='utf-8')
         (mim / 'metafile.yml').write_text(metafile.replace('Config: configs/', f'Config: {MIM_CONFIGS.as_posix()}/'))
         (mim / 'model-index.yml').write_text('Import:\n- metafile.yml\n')

@@ -16,6 +16,7 @@ also all any OpenMMLab tool needs, ours or mmdet's and mmseg's own ``tools/train
   ``MODULE2PACKAGE`` table, which has no API to extend it, so mmpvt adds its entry).
 """
 
+import warnings
 from importlib.util import find_spec
 
 from .layers import SpatialReductionAttention, sra_macs
@@ -35,6 +36,9 @@ __all__ = [
 # Here, not beside the backbone's registration: every import of mmpvt (custom_imports, mmengine's
 # lazy import of mmpvt.models.backbone for type='mmpvt.PVT', a script's own import) runs this file first.
 if find_spec('mmengine') is not None:
+    # mmengine 0.10.7 (and mmdet/mmseg through it) import pkg_resources, which warns up to four times per start;
+    # setuptools < 82 is kept for exactly that import (tools/setup_env.sh), nothing a user can act on.
+    warnings.filterwarnings('ignore', message='pkg_resources is deprecated as an API', category=UserWarning)
     from mmengine.config.utils import MODULE2PACKAGE
 
     from . import engine  # registers what configs can name

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import pickle
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -19,6 +19,7 @@ from mmengine.logging import HistoryBuffer, print_log
 from torch import nn
 
 from .convert import convert_with_report, split_prefix
+from .models.pvt import ARCH_SETTINGS
 
 #: Fraction of a model's tensors a checkpoint must provide (with the right shapes) to count as one of
 #: that model (:func:`checkpoint_fit`). A checkpoint of the model itself provides all of them; one of
@@ -76,11 +77,20 @@ def is_torch_file(path: str) -> bool:
         return f.read(len(_LEGACY_HEADER)) == _LEGACY_HEADER
 
 
+def missing_checkpoint(path: str) -> str:
+    """Why ``path``, which is not a file, is no checkpoint: not found, or a folder (naming its ``.pth`` files)."""
+    if not os.path.isdir(path):
+        return f'checkpoint file not found: {path}'
+    found = sorted(name for name in os.listdir(path) if name.endswith('.pth'))
+    inside = f'it holds {", ".join(found[-3:])}' if found else 'it holds no .pth file'
+    return f'{path} is a folder, not a checkpoint file ({inside}); expected the path of a .pth file'
+
+
 def load_file(path: str | os.PathLike[str], map_location: str | torch.device = 'cpu') -> Any:
     """Read a checkpoint with the safe unpickler; clear errors for missing or broken files."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f'checkpoint file not found: {path}')
+        raise FileNotFoundError(missing_checkpoint(path))
     if not is_torch_file(path):
         raise ValueError(f'cannot read checkpoint {path}: the file is truncated or corrupt (not a torch.save file)')
     # safe_globals() removes its globals on exit: add only those not already allowed
@@ -223,18 +233,44 @@ class CheckpointFit(NamedTuple):
     wrong_shapes: list[str]
     #: checkpoint keys under one of the model's own top-level modules that the model lacks (a deeper variant)
     unknown: list[str]
+    #: the keys of ``wrong_shapes`` that are a classifier of another number of classes (:func:`class_layer`)
+    class_layers: list[str]
 
     @property
     def fits(self) -> bool:
         """No tensor of another shape, none the model lacks, at least :data:`MIN_MATCH` of the model's found."""
         return not self.wrong_shapes and not self.unknown and self.matched >= MIN_MATCH * self.total
 
+    @property
+    def fits_but_classes(self) -> bool:
+        """It would fit but for classifiers of another number of classes: a checkpoint to fine-tune (``load_from``)."""
+        return (
+            bool(self.class_layers)
+            and len(self.class_layers) == len(self.wrong_shapes)
+            and not self.unknown
+            and self.matched >= MIN_MATCH * self.total
+        )
+
+
+def class_layer(key: str, checkpoint: Sequence[int], model: Sequence[int]) -> bool:
+    """Whether a tensor of another shape is a classifier trained for another number of classes.
+
+    Such a tensor sits outside the backbone and neck and differs only in its first dimension (the
+    outputs: classes, or classes × anchors): mmdet's ``retina_cls``, ``fc_cls``, ``conv_logits``,
+    DINO's label embedding, mmseg's ``conv_seg``. A backbone of another width differs in other
+    dimensions too, or sits under ``backbone.``.
+    """
+    if key.split('.', 1)[0] in ('backbone', 'neck') or len(checkpoint) != len(model) or not model:
+        return False
+    return checkpoint[0] != model[0] and tuple(checkpoint[1:]) == tuple(model[1:])
+
 
 def checkpoint_fit(model: nn.Module, shapes: Mapping[str, torch.Size]) -> CheckpointFit:
     """Compare a checkpoint's tensor shapes with ``model``'s state dict: the one fit check of mmpvt.
 
     Used for pretrained backbones (:func:`load_converted`) and for whole detectors and segmentors
-    (``load_from``, ``--resume``, the checkpoint ``tools/test.py`` evaluates), with one threshold.
+    (``load_from``, ``--resume``, the checkpoint ``tools/test.py`` evaluates, the demo, the export and the
+    attention visualiser), with one threshold.
 
     Args:
         model: the model the checkpoint is meant for (not a DDP-style wrapper).
@@ -242,14 +278,62 @@ def checkpoint_fit(model: nn.Module, shapes: Mapping[str, torch.Size]) -> Checkp
     """
     own = model.state_dict()
     roots = {k.split('.', 1)[0] for k in own}
-    wrong = [
-        f'{k}: checkpoint {tuple(shape)} vs model {tuple(own[k].shape)}'
-        for k, shape in shapes.items()
-        if k in own and shape != own[k].shape
-    ]
+    other = [k for k, shape in shapes.items() if k in own and shape != own[k].shape]
+    wrong = [f'{k}: checkpoint {tuple(shapes[k])} vs model {tuple(own[k].shape)}' for k in other]
     unknown = [k for k in shapes if k not in own and k.split('.', 1)[0] in roots]
     matched = sum(1 for k, shape in shapes.items() if k in own and shape == own[k].shape)
-    return CheckpointFit(matched, len(own), wrong, unknown)
+    classes = [k for k in other if class_layer(k, shapes[k], own[k].shape)]
+    return CheckpointFit(matched, len(own), wrong, unknown, classes)
+
+
+def variant_of(shapes: Mapping[str, Sequence[int]]) -> str | None:
+    """The PVT variant (a key of ``ARCH_SETTINGS``) whose backbone has these mmpvt-layout tensors, if one has.
+
+    Read from the structure: blocks per stage, each stage's width, the first MLP's ratio, v2's depth-wise
+    conv and linear SRA's reduction at the last stage. Keys may carry a ``backbone.`` prefix.
+    """
+    shapes = split_prefix(dict(shapes), 'backbone.')[0] or dict(shapes)
+    depths: dict[int, set[str]] = {}
+    for key in shapes:
+        parts = key.split('.')
+        if len(parts) > 3 and parts[0] == 'stages' and parts[2] == 'blocks':
+            depths.setdefault(int(parts[1]), set()).add(parts[3])
+    widths = [shapes.get(f'stages.{i}.patch_embed.proj.weight') for i in range(4)]
+    fc1 = shapes.get('stages.0.blocks.0.mlp.fc1.weight')
+    if sorted(depths) != [0, 1, 2, 3] or None in widths or fc1 is None:
+        return None
+    found = dict(
+        depths=tuple(len(depths[i]) for i in range(4)),
+        embed_dims=tuple(int(w[0]) for w in widths),
+        mlp_ratio=int(fc1[0]) // int(fc1[1]),
+        mlp_dwconv='stages.0.blocks.0.mlp.dwconv.weight' in shapes,
+        linear_sra='stages.3.blocks.0.attn.sr.weight' in shapes,
+    )
+    for arch, settings in ARCH_SETTINGS.items():
+        expected = dict(
+            depths=tuple(settings['depths']),
+            embed_dims=tuple(settings['embed_dims']),
+            mlp_ratio=int(settings['mlp_ratios'][0]),
+            mlp_dwconv=bool(settings.get('mlp_dwconv')),
+            linear_sra=bool(settings.get('linear_sra')),
+        )
+        if expected == found:
+            return arch
+    return None
+
+
+def variant_hint(model: nn.Module, shapes: Mapping[str, Sequence[int]]) -> str:
+    """``' It looks like a PVT 'small' checkpoint, the model is 'tiny' ...'`` when both variants are known, else ''."""
+    theirs = variant_of(shapes)
+    ours = variant_of({k: v.shape for k, v in model.state_dict().items()})
+    if theirs is None or theirs == ours:
+        return ''
+    where = 'model.backbone.arch' if any(k.startswith('backbone.') for k in model.state_dict()) else 'arch'
+    mine = f'the model is PVT {ours!r}' if ours else 'the model is another PVT'
+    return (
+        f" It looks like a checkpoint of PVT {theirs!r} and {mine}: set {where}='{theirs}' "
+        f"(and the neck's in_channels), or use a checkpoint of the model's variant."
+    )
 
 
 def load_converted(
@@ -264,14 +348,13 @@ def load_converted(
     parameters of the model's own modules that the model lacks (a deeper variant), or when it
     provides fewer than :data:`MIN_MATCH` of the model's keys.
     """
-    fit = checkpoint_fit(model, {k: v.shape for k, v in state_dict.items()})
+    shapes = {k: v.shape for k, v in state_dict.items()}
+    fit = checkpoint_fit(model, shapes)
     problems = fit.wrong_shapes + [f'{k} is not in the model' for k in fit.unknown]
     if not fit.fits:
-        detail = '; '.join(problems[:5]) or f"only {fit.matched} of the model's {fit.total} keys found"
-        raise ValueError(
-            f'{source} does not fit this {type(model).__name__}: {detail}. '
-            'Is it a checkpoint of another model or another PVT variant?'
-        )
+        detail = '; '.join(problems[:3]) or f"only {fit.matched} of the model's {fit.total} keys found"
+        hint = variant_hint(model, shapes) or ' Is it a checkpoint of another model or another PVT variant?'
+        raise ValueError(f'{source} does not fit this {type(model).__name__}: {detail}.{hint}')
     missing, unexpected = model.load_state_dict(state_dict, strict=False)
     print_log(f'loaded {fit.matched}/{fit.total} tensors from {source}', logger='current')
     if missing:

@@ -40,6 +40,40 @@ def _flatten(out: object) -> list[torch.Tensor]:
     raise TypeError(f'cannot export an output of type {type(out).__name__}')
 
 
+#: What the tensor forward of an OpenMMLab head returns, one name per group of per-level tensors.
+HEAD_OUTPUTS: dict[str, tuple[str, ...]] = {
+    'AnchorHead': ('cls_score', 'bbox_pred'),
+    'RetinaHead': ('cls_score', 'bbox_pred'),
+    'ATSSHead': ('cls_score', 'bbox_pred', 'centerness'),
+    'FCOSHead': ('cls_score', 'bbox_pred', 'centerness'),
+    'GFLHead': ('cls_score', 'bbox_pred'),
+}
+
+
+def output_names(model: nn.Module, example: torch.Tensor) -> list[str]:
+    """Names for the exported graph's outputs, instead of the ops' (``conv2d_26``).
+
+    A PVT backbone: ``stage1`` … ``stage4`` (its ``out_indices``); a segmentor: ``seg_logits``; a detector
+    whose head is in :data:`HEAD_OUTPUTS`: ``cls_score_0`` … ``bbox_pred_4`` (group, pyramid level);
+    anything else: ``output0``, ``output1``, … in the flattened order.
+    """
+    indices = getattr(model, 'out_indices', None)
+    if indices is not None and not isinstance(model, TensorForward):
+        return [f'stage{i + 1}' for i in indices]
+    inner = model.model if isinstance(model, TensorForward) else model
+    with torch.no_grad():
+        structure = inner._forward(example) if isinstance(model, TensorForward) else model(example)
+    count = len(_flatten(structure))
+    if hasattr(inner, 'decode_head') and count == 1:
+        return ['seg_logits']
+    groups = HEAD_OUTPUTS.get(type(getattr(inner, 'bbox_head', None)).__name__)
+    if groups and isinstance(structure, tuple | list) and len(structure) == len(groups):
+        names = [f'{group}_{level}' for group, items in zip(groups, structure) for level in range(len(_flatten(items)))]
+        if len(names) == count:
+            return names
+    return [f'output{i}' for i in range(count)]
+
+
 def check_export_shape(hw_shape: Sequence[int]) -> None:
     """Raise ValueError unless ``hw_shape`` is a valid example size for export."""
     if len(hw_shape) != 2 or any(s <= 0 or s % SIZE_DIVISOR for s in hw_shape):
@@ -55,8 +89,11 @@ def export_onnx(
     *,
     opset: int = 18,
     max_size: int = 4096,
-) -> None:
+) -> list[str]:
     """Export ``model`` (in eval mode) to ONNX with dynamic H and W (multiples of 32).
+
+    torch writes the weights to ``PATH.data`` beside the graph (ONNX external data): keep the two files
+    together.
 
     Args:
         model: a backbone, or a :class:`TensorForward`-wrapped mmdet/mmseg model.
@@ -64,12 +101,16 @@ def export_onnx(
         hw_shape: height and width of the example input.
         opset: ONNX opset (>= 17).
         max_size: largest height/width the graph must accept.
+
+    Returns:
+        The names of the graph's outputs (:func:`output_names`).
     """
     check_export_shape(hw_shape)
     if opset < 17:
         raise ValueError(f'opset must be >= 17, got {opset}')
     model.eval()
     example = torch.randn(1, 3, *hw_shape)
+    names = output_names(model, example)
     h = Dim('h_blocks', min=1, max=max_size // SIZE_DIVISOR)
     w = Dim('w_blocks', min=1, max=max_size // SIZE_DIVISOR)
     torch.onnx.export(
@@ -79,9 +120,11 @@ def export_onnx(
         dynamo=True,
         opset_version=opset,
         input_names=['image'],
+        output_names=names,
         dynamic_shapes={'x': {2: SIZE_DIVISOR * h, 3: SIZE_DIVISOR * w}},
         verbose=False,
     )
+    return names
 
 
 def max_abs_diffs(path: str | os.PathLike[str], model: nn.Module, x: torch.Tensor) -> list[float]:

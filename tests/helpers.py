@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import copy
 import functools
+import hashlib
 import importlib
 import importlib.util
 import json
 import os
 import re
+import shutil
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Sequence
@@ -52,6 +56,42 @@ def checkout_env(*, extra_path: tuple[str | os.PathLike[str], ...] = (), **overr
     inherited = [p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p]
     env['PYTHONPATH'] = os.pathsep.join([str(REPO), *map(str, extra_path), *inherited])
     return env
+
+
+# --- the tools as subprocesses ------------------------------------------------------------------
+
+
+def run_tool(
+    tool: str, *args: str | os.PathLike[str], cwd: str | os.PathLike[str] = REPO, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python tools/TOOL ARGS`` on this checkout, one thread, from ``cwd``, with ``env`` on top."""
+    return subprocess.run(
+        [sys.executable, str(REPO / 'tools' / tool), *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=checkout_env(OMP_NUM_THREADS='1', **(env or {})),
+    )
+
+
+def hashes(*roots: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``roots`` (or of ``roots`` themselves when they are files)."""
+    files = [p for root in roots for p in ([root] if root.is_file() else sorted(root.rglob('*'))) if p.is_file()]
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+def assert_refused(result: subprocess.CompletedProcess[str], *expected: str) -> str:
+    """Exit status 1, one ``error:`` line holding every ``expected`` text, no traceback; returns the message."""
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-3000:]
+    assert 'Traceback' not in result.stderr, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
+    assert len(errors) == 1, result.stderr[-3000:]
+    message = result.stderr.strip().splitlines()[-1]
+    assert message == errors[0], result.stderr[-3000:]
+    for text in expected:
+        assert text in message, message
+    return message
 
 
 # --- toy configs and what their runs wrote ------------------------------------------------------
@@ -125,6 +165,18 @@ def small_config(path: Path, data_root: Path, max_epochs: int = MAX_EPOCHS) -> P
     base = TOY_CONFIGS / 'retinanet_pvt_t_fpn_toy_coco.py'
     path.write_text(SMALL_CONFIG.format(base=base, data_root=data_root, max_epochs=max_epochs))
     return path
+
+
+def two_class_coco(toy_coco: Path, root: Path) -> Path:
+    """A copy of the toy COCO at ``root`` turned into a two-class set (categories blob, ring)."""
+    shutil.copytree(toy_coco, root)
+    for split in ('train2017', 'val2017'):
+        path = root / 'annotations' / f'instances_{split}.json'
+        content = json.loads(path.read_text())
+        content['categories'] = [dict(id=1, name='blob'), dict(id=2, name='ring')]
+        content['annotations'] = [a for a in content['annotations'] if a['category_id'] in (1, 2)]
+        path.write_text(json.dumps(content))
+    return root
 
 
 def logged_records(work_dir: Path) -> list[dict]:

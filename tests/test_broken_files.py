@@ -8,18 +8,15 @@ unchanged (hashed before and after).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import REPO, TOY_CONFIGS, checkout_env, small_config
+from helpers import TOY_CONFIGS, assert_refused, hashes, run_tool, small_config
 from PIL import Image
 
 pytestmark = pytest.mark.slow
@@ -39,35 +36,6 @@ model = dict(data_preprocessor=dict(size=(64, 64)), backbone=dict(depths=(1, 1, 
 train_cfg = dict(max_iters=2, val_interval=1000)
 default_hooks = dict(checkpoint=dict(interval=1000))
 """
-
-
-def run_tool(tool: str, *args: str | Path) -> subprocess.CompletedProcess[str]:
-    """``python tools/TOOL ARGS`` on this checkout, one thread."""
-    return subprocess.run(
-        [sys.executable, f'tools/{tool}', *map(str, args)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=checkout_env(OMP_NUM_THREADS='1'),
-    )
-
-
-def hashes(*roots: Path) -> dict[str, str]:
-    """SHA-256 of every file under ``roots`` (or of ``roots`` themselves when they are files)."""
-    files = [p for root in roots for p in ([root] if root.is_file() else sorted(root.rglob('*'))) if p.is_file()]
-    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
-
-
-def assert_refused(result: subprocess.CompletedProcess[str], *expected: str) -> str:
-    """Exit status 1, one ``error:`` message holding every ``expected`` text, no traceback; returns the message."""
-    assert result.returncode == 1, result.stderr[-3000:]
-    assert 'Traceback' not in result.stderr, result.stderr[-3000:]
-    message = result.stderr.strip().splitlines()[-1]
-    assert message.startswith('error: '), result.stderr[-3000:]
-    for text in expected:
-        assert text in message, message
-    return message
 
 
 @pytest.fixture
@@ -192,7 +160,7 @@ def test_corrupt_label_map(ade: Path, tmp_path: Path) -> None:
 
 
 def test_label_values_beyond_the_classes(ade: Path, tmp_path: Path) -> None:
-    """200 is no ADE20K class (1..150) and not the ignore index 255; 255 itself is fine."""
+    """200 is no ADE20K class (1..150) and not the ignore index 255; 255 itself is fine. Found before training."""
     label = ade / ADE_LABELS / 'ADE_train_00000005.png'
     values = np.array(Image.open(label))
     values[:2, :3] = 200
@@ -201,8 +169,8 @@ def test_label_values_beyond_the_classes(ade: Path, tmp_path: Path) -> None:
     train_ade(
         ade,
         tmp_path,
-        f'label map {label} holds value(s) [200] in 6 pixel(s); expected 0 (other, ignored), 1..150 (the 150 classes) '
-        'or 255 (ignored)',
+        f'1 label map(s) of the training set hold values that are no class: {label}: [200]; expected 0 (other, '
+        'ignored), 1..150 (the 150 classes of the head) or 255 (ignored)',
     )
 
 
@@ -336,7 +304,8 @@ def test_annotation_files_are_parsed_once_per_version(
 
     parsed = []
     monkeypatch.setattr(checks, 'PASSED_FILES', str(tmp_path / 'cache' / 'checked_files.json'))
-    monkeypatch.setattr(checks, 'check_coco_file', lambda path: parsed.append(path))
+    check = checks.check_coco_file
+    monkeypatch.setattr(checks, 'check_coco_file', lambda path: parsed.append(path) or check(path))
     cfg = Config.fromfile(str(small_config(tmp_path / 'cfg.py', coco)))
     loaders = ('train_dataloader', 'val_dataloader')
     checks.check_annotation_files(cfg, loaders)

@@ -200,7 +200,7 @@ def test_wrong_variant_is_an_error_naming_the_file(tmp_path: Path, saved_arch: s
 @pytest.mark.parametrize(
     ('saved_arch', 'model_arch', 'message'),
     [
-        ('tiny', 'small', r"it provides 156 of the model's 296 tensors$"),
+        ('tiny', 'small', r"it provides 156 of the model's 296 tensors\. It looks like a checkpoint of PVT 'tiny'"),
         ('small', 'tiny', r'tensors the model lacks: stages\.0\.blocks\.2\.'),
         ('tiny', 'b1', r'shape mismatches: stages\.0\.patch_embed\.proj\.weight: checkpoint \(64, 3, 4, 4\)'),
     ],
@@ -214,8 +214,11 @@ def test_tools_refuse_another_variants_checkpoint_as_the_loader_does(
 
     path = tmp_path / f'pvt_{saved_arch}.pth'
     torch.save({'state_dict': random_pvt(saved_arch).state_dict()}, path)
-    with pytest.raises(ConfigError, match=rf'{re.escape(str(path))} is not a checkpoint of this PVT: .*{message}'):
+    refused = rf'{re.escape(str(path))} is not a checkpoint of this PVT: .*{message}'
+    with pytest.raises(ConfigError, match=refused) as err:
         check_checkpoint_fits(fresh_pvt(model_arch), str(path))
+    hint = f"checkpoint of PVT '{saved_arch}' and the model is PVT '{model_arch}': set arch='{saved_arch}'"
+    assert hint in str(err.value)  # the variant the file looks like, and the setting that would take it
     same = tmp_path / 'same.pth'
     torch.save({'state_dict': random_pvt(model_arch).state_dict()}, same)
     check_checkpoint_fits(fresh_pvt(model_arch), str(same))  # its own checkpoint fits

@@ -58,3 +58,12 @@ def test_hooks_a_config_names_are_not_added_twice(toy_coco: Path, tmp_path: Path
     runner = build_runner(cfg)
     assert sum(isinstance(hook, LabelValuesHook) for hook in runner.hooks) == 1
     assert sum(isinstance(hook, CpuFastPathsHook) for hook in runner.hooks) == 1
+
+
+def test_the_runners_table_of_hooks_lists_the_hooks_our_tools_add(toy_coco: Path, tmp_path: Path) -> None:
+    """mmengine logs its hooks by stage when it builds the Runner: ours are added through the config, so they show."""
+    runner = build_runner(toy_config('retinanet_pvt_t_fpn_toy_coco', toy_coco, tmp_path))
+    table = runner.get_hooks_info()
+    before_run = table.split('before_run:')[1].split('\n\n')[0]
+    assert 'CpuFastPathsHook' in before_run
+    assert '(VERY_HIGH   ) LabelValuesHook' in table.split('before_train_iter:')[1].split('\n\n')[0]

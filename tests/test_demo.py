@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from helpers import checkout_env, save_checkpoint
+from helpers import assert_refused, checkout_env, run_tool, save_checkpoint
 
 from mmpvt.checkpoint import allow_mmengine_checkpoints
 
@@ -126,7 +127,52 @@ def test_demo_draws_one_image_to_out_file(tmp_path: Path) -> None:
 
 def test_demo_reports_missing_files(tmp_path: Path) -> None:
     cfg_path = ROOT / 'configs' / 'toy' / 'retinanet_pvt_t_fpn_toy_coco.py'
-    args = [str(DEMO), str(cfg_path), str(tmp_path / 'nope.pth'), str(tmp_path)]
-    result = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=checkout_env())
-    assert result.returncode == 2
-    assert f'checkpoint file not found: {tmp_path / "nope.pth"}' in result.stderr
+    assert_refused(run_tool('demo.py', cfg_path, tmp_path / 'nope.pth', tmp_path, cwd=tmp_path), 'checkpoint file not')
+    assert_refused(run_tool('demo.py', cfg_path, tmp_path, tmp_path, cwd=tmp_path), f'{tmp_path} is a folder, not a')
+    assert_refused(run_tool('demo.py', tmp_path / 'no.py', tmp_path, tmp_path, cwd=tmp_path), 'checkpoint')
+    assert list(tmp_path.iterdir()) == []  # no demo_out folder
+
+
+def test_demo_refuses_another_models_checkpoint(small_detector: tuple[Path, Path], tmp_path: Path) -> None:
+    """A segmentor's checkpoint with a detector's config: refused by the fit check, not drawn with its classes."""
+    config, _ = small_detector
+    segmentor = tmp_path / 'fpn.pth'
+    save_checkpoint(ROOT / 'configs' / 'toy' / 'fpn_pvt_t_toy_ade.py', segmentor)
+    write_images(tmp_path / 'images', 1)
+    result = run_tool('demo.py', config, segmentor, tmp_path / 'images', '--out-dir', tmp_path / 'vis', cwd=tmp_path)
+    assert_refused(result, f'{segmentor} is not a checkpoint of this RetinaNet: it provides')
+    assert 'size mismatch' not in result.stdout + result.stderr
+    assert not (tmp_path / 'vis').exists()
+
+
+def test_demo_refuses_an_input_that_is_no_image(small_detector: tuple[Path, Path], tmp_path: Path) -> None:
+    config, checkpoint = small_detector
+    text = tmp_path / 'notes.jpg'
+    text.write_text('not a picture')
+    result = run_tool('demo.py', config, checkpoint, text, '--out-dir', tmp_path / 'vis', cwd=tmp_path)
+    assert_refused(result, f'cannot decode image {text}: expected a JPEG, PNG')
+    assert not (tmp_path / 'vis').exists()
+
+
+def test_demo_counts_saves_json_and_goes_below_the_models_threshold(tmp_path: Path) -> None:
+    """--score-thr below the config's test_cfg.score_thr (here 1.5, which keeps nothing) lowers the model's own;
+    images in batches of 2; the count per image printed and saved as JSON; no COCO-classes warning."""
+    toy = ROOT / 'configs' / 'toy' / 'retinanet_pvt_t_fpn_toy_coco.py'
+    config, checkpoint = tmp_path / 'config.py', tmp_path / 'model.pth'
+    config.write_text(f"_base_ = '{toy}'\nmodel = dict(test_cfg=dict(score_thr=1.5, max_per_img=5))\n")
+    save_checkpoint(config, checkpoint)
+    write_images(tmp_path / 'images', 3)
+    preds = tmp_path / 'preds.json'
+    args = ['--score-thr', '0', '--batch-size', '2', '--pred-out', preds, '--out-dir', tmp_path / 'vis']
+    result = run_tool('demo.py', config, checkpoint, tmp_path / 'images', *args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = json.loads(preds.read_text())
+    assert sorted(found) == [str(tmp_path / 'images' / f'img{i}.jpg') for i in range(3)]
+    for path, prediction in found.items():
+        detections = prediction['detections']
+        assert len(detections) == 5  # max_per_img: none dropped by the config's score_thr 1.5
+        assert all(d['name'] in ('circle', 'square', 'triangle', 'star') for d in detections)
+        assert f'{path}: 5 detection(s) scoring >= 0 (' in result.stdout
+    assert "below the config's test_cfg score_thr 1.5: the model keeps" in result.stdout + result.stderr
+    assert 'use COCO classes' not in result.stderr
+    assert len(list((tmp_path / 'vis').glob('*.png'))) == 3

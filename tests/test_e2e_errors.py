@@ -62,14 +62,17 @@ def test_missing_pretrained_backbone(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 @pytest.mark.parametrize(
-    ('config', 'root', 'command'),
+    ('config', 'root', 'reads', 'command'),
     [
-        (RETINANET_TOY, 'missing_coco', 'make_toy_data.py coco {root}'),
-        (FPN_TOY, 'missing_ade/ADEChallengeData2016', 'make_toy_data.py ade {parent}'),
+        (RETINANET_TOY, 'toy_coco', "ann_file 'annotations/instances_train2017.json'", 'datasets coco {root}'),
+        (FPN_TOY, 'toy_ade/ADEChallengeData2016', "data_prefix.img_path 'images/training'", 'datasets ade {parent}'),
     ],
     ids=['coco', 'ade'],
 )
-def test_missing_dataset_names_layout_and_command(tmp_path: Path, config: str, root: str, command: str) -> None:
+def test_missing_toy_dataset_names_what_is_read_and_the_command(
+    tmp_path: Path, config: str, root: str, reads: str, command: str
+) -> None:
+    """A toy data root: what the config reads there, and the command (from an installed package too) that writes it."""
     data_root = tmp_path / root
     options = [f'{loader}.dataset.data_root={data_root}' for loader in ('train_dataloader', 'val_dataloader')]
     args = train_parser().parse_args([config, '--work-dir', str(tmp_path), '--cfg-options', *options])
@@ -77,8 +80,27 @@ def test_missing_dataset_names_layout_and_command(tmp_path: Path, config: str, r
         train_config(args)
     message = str(error.value)
     assert f'{data_root} not found' in message
-    assert 'Expected layout under data_root' in message
-    assert command.format(root=data_root, parent=data_root.parent) in message
+    assert f'the config reads under data_root {str(data_root)!r}: {reads}' in message
+    assert 'set train_dataloader.dataset.data_root' in message
+    assert 'python -m mmpvt.' + command.format(root=data_root, parent=data_root.parent) in message
+
+
+def test_missing_own_dataset_gets_no_toy_data_written_into_it(tmp_path: Path) -> None:
+    """The user's own folder: the keys to set, no suggestion to write synthetic data there, no COCO 2017 names."""
+    data_root = tmp_path / 'my_shapes'
+    options = [
+        f'train_dataloader.dataset.data_root={data_root}',
+        'train_dataloader.dataset.ann_file=labels/train.json',
+        'train_dataloader.dataset.data_prefix.img=pictures/',
+    ]
+    args = train_parser().parse_args([RETINANET_TOY, '--work-dir', str(tmp_path), '--cfg-options', *options])
+    with pytest.raises(ConfigError) as error:
+        train_config(args)
+    message = str(error.value)
+    assert f'{data_root} not found' in message
+    assert "ann_file 'labels/train.json', data_prefix.img 'pictures/'" in message
+    assert 'set train_dataloader.dataset.data_root, ann_file and data_prefix' in message
+    assert 'toy' not in message.replace(RETINANET_TOY, '') and 'train2017' not in message
 
 
 def test_train_tool_exits_with_the_message(tmp_path: Path) -> None:

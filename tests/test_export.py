@@ -6,10 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import onnx
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import checkout_env
+from helpers import assert_refused, checkout_env, run_tool, save_checkpoint
 
 from mmpvt import PVT
 from mmpvt.export import export_onnx, max_abs_diffs
@@ -38,21 +39,31 @@ def test_backbone_export_matches_at_two_sizes(arch: str, tmp_path: Path) -> None
 
 
 def test_export_tool_refuses_bad_shapes_and_existing_files(tmp_path: Path) -> None:
-    tool = str(ROOT / 'tools' / 'deployment' / 'export_onnx.py')
     existing = tmp_path / 'taken.onnx'
     existing.write_bytes(b'user data')
-    runs = {
-        'shape': [tool, '--arch', 'tiny', '--shape', '100', '96', '--out', str(tmp_path / 'a.onnx')],
-        'exists': [tool, '--arch', 'tiny', '--out', str(existing)],
-    }
-    for name, args in runs.items():
-        result = subprocess.run(
-            [sys.executable, *args], capture_output=True, text=True, check=False, env=checkout_env()
-        )
-        assert result.returncode == 2, name
-        expected = 'multiples of 32' if name == 'shape' else 'refusing to overwrite'
-        assert expected in result.stderr, result.stderr
-    assert existing.read_bytes() == b'user data'
+    result = run_tool(
+        'deployment/export_onnx.py', '--arch', 'tiny', '--shape', '100', '96', '--out', tmp_path / 'a.onnx'
+    )
+    assert result.returncode == 2 and 'multiples of 32' in result.stderr  # argparse's usage error
+    result = run_tool('deployment/export_onnx.py', '--arch', 'tiny', '--out', existing)
+    assert_refused(result, f'{existing} (or {existing}.data) exists; refusing to overwrite it')
+    assert existing.read_bytes() == b'user data' and sorted(tmp_path.iterdir()) == [existing]
+
+
+def test_export_tool_mistakes_end_in_one_error_line(tmp_path: Path) -> None:
+    """A --cfg-options typo, a missing config, another model's checkpoint: exit 1, one line, nothing written."""
+    config = ROOT / 'configs' / 'retinanet_pvt_t_fpn_1x_coco.py'
+    out = tmp_path / 'model.onnx'
+    result = run_tool('deployment/export_onnx.py', config, '--cfg-options', 'model.backbone.arh=small', '--out', out)
+    assert_refused(result, "--cfg-options model.backbone.arh: model.backbone has no 'arh'; did you mean 'arch'?")
+    assert_refused(run_tool('deployment/export_onnx.py', tmp_path / 'no.py', '--out', out), 'config file not found')
+    segmentor = tmp_path / 'fpn.pth'
+    save_checkpoint(ROOT / 'configs' / 'toy' / 'fpn_pvt_t_toy_ade.py', segmentor)
+    result = run_tool('deployment/export_onnx.py', config, '--whole', '--checkpoint', segmentor, '--out', out)
+    assert_refused(result, f'{segmentor} is not a checkpoint of this RetinaNet')
+    result = run_tool('deployment/export_onnx.py', '--arch', 'small', '--checkpoint', segmentor, '--out', out)
+    assert_refused(result, f'--checkpoint: {segmentor} does not fit this PVT', "like a checkpoint of PVT 'tiny'")
+    assert sorted(tmp_path.iterdir()) == [segmentor]
 
 
 def test_whole_retinanet_export_through_the_tool(tmp_path: Path) -> None:
@@ -74,3 +85,7 @@ def test_whole_retinanet_export_through_the_tool(tmp_path: Path) -> None:
     # 5 FPN levels × (class scores, box deltas), at the example size and a second one.
     assert result.stdout.count('max |onnxruntime') == 2
     assert all(line.count(',') == 9 for line in result.stdout.splitlines() if 'max |onnxruntime' in line)
+    assert f'the weights are in {out}.data beside it' in result.stdout
+    names = [f'{group}_{level}' for group in ('cls_score', 'bbox_pred') for level in range(5)]
+    assert f'outputs: {", ".join(names)};' in result.stdout
+    assert [o.name for o in onnx.load(str(out), load_external_data=False).graph.output] == names

@@ -227,6 +227,18 @@ def test_table_covers_the_release_configs() -> None:
     assert set(PUBLISHED) <= set(RECIPES)
 
 
+def test_recipes_md_shows_every_release_config_as_pinned() -> None:
+    """docs/recipes.md has one row per config of the table above, with its lr, batch and length as pinned here."""
+    doc = (CONFIG_DIR.parent / 'docs' / 'recipes.md').read_text()
+    for name, recipe in RECIPES.items():
+        (row,) = [line for line in doc.splitlines() if line.startswith(f'| `{name}` |')]
+        cells = [cell.strip() for cell in row.split('|')[1:-1]]
+        assert cells[1].startswith(f'{recipe.length:,} '), row
+        assert cells[3].startswith(('fp16' if recipe.wrapper == AMP else 'fp32') + f', {recipe.batch}, '), row
+        numerator, *divisor = cells[2].split(', ')[0].split(' / ')  # '1e-4' or '1e-4 / 1.4'
+        assert float(numerator) / float(divisor[0] if divisor else 1) == pytest.approx(recipe.lr, rel=1e-12), row
+
+
 def test_the_expected_configs_exist() -> None:
     """The 16 v1 configs, the 21 v2 ones (``VARIANTS``, checked in test_configs.py) and the 19 of the release's
     other detectors (and beyond) are all there, and nothing else at the top level."""

@@ -159,3 +159,29 @@ def test_segmentor_tta_runs_the_configs_tta_pipeline(segmentor: tuple[Path, Path
         if not np.array_equal(cv2.imread(str(p), cv2.IMREAD_UNCHANGED), cv2.imread(str(tta / p.name), -1))
     ]
     assert differ, 'TTA gave exactly the plain label maps'
+
+
+def test_segmentor_show_dir_goes_where_the_help_says(segmentor: tuple[Path, Path], toy_ade: Path, tmp_path: Path):
+    """--help: a segmentor writes SHOW_DIR/vis_data/vis_image/test_IMAGE_FILE_NAME_0.png, SHOW_DIR from the cwd."""
+    config, checkpoint = segmentor
+    command = [sys.executable, TEST_TOOL, str(config), str(checkpoint), '--work-dir', str(tmp_path / 'w')]
+    env = checkout_env(OMP_NUM_THREADS='1')
+    result = subprocess.run([*command, '--show-dir', 'shown'], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    images = sorted((toy_ade / 'ADEChallengeData2016' / 'images' / 'validation').iterdir())
+    drawn = sorted((tmp_path / 'shown' / 'vis_data' / 'vis_image').iterdir())
+    assert [p.name for p in drawn] == [f'test_{p.name}_0.png' for p in images]
+    help_text = subprocess.run([sys.executable, TEST_TOOL, '--help'], capture_output=True, text=True, env=env).stdout
+    assert 'SHOW_DIR/vis_data/vis_image/test_IMAGE_FILE_NAME_0.png' in ' '.join(help_text.split())
+
+
+def test_show_without_a_display_is_refused(small_detector: tuple[Path, Path], tmp_path: Path) -> None:
+    config, checkpoint = small_detector
+    env = {k: v for k, v in checkout_env(OMP_NUM_THREADS='1').items() if k not in ('DISPLAY', 'WAYLAND_DISPLAY')}
+    command = [sys.executable, TEST_TOOL, str(config), str(checkpoint), '--show', '--work-dir', str(tmp_path / 'w')]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert result.returncode == 1 and 'Traceback' not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        'error: --show needs a display (DISPLAY is not set): use --show-dir DIR to save the pictures'
+    )
+    assert not (tmp_path / 'w').exists()

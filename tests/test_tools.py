@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import signal
 import socket
 import subprocess
@@ -317,21 +318,23 @@ def test_dist_test_runs_two_cpu_processes(small_detector: tuple[Path, Path], tmp
 
 def test_show_dir_draws_every_test_image(small_detector: tuple[Path, Path], toy_coco: Path, tmp_path: Path) -> None:
     config, checkpoint = small_detector
-    show_dir = tmp_path / 'shown'
+    show_dir = REPO / 'shown_by_test_tools'  # relative: from the current directory (the checkout), as --help says
     command = [sys.executable, 'tools/test.py', str(config), str(checkpoint), '--work-dir', str(tmp_path / 'test')]
-    run_script([*command, '--show-dir', str(show_dir)], tmp_path, timeout=300, OMP_NUM_THREADS='1')
-
+    try:
+        run_script([*command, '--show-dir', show_dir.name], tmp_path, timeout=300, OMP_NUM_THREADS='1')
+        drawn = {p.name: cv2.imread(str(p)) for p in sorted(show_dir.iterdir())}
+    finally:
+        shutil.rmtree(show_dir, ignore_errors=True)
     originals = sorted((toy_coco / 'val2017').iterdir())
-    drawn = sorted(show_dir.iterdir())
     # mmdet's DetVisualizationHook names each picture after its image
-    assert [p.name for p in drawn] == [p.name for p in originals]
-    for picture, original in zip(drawn, originals):
-        image, source = cv2.imread(str(picture)), cv2.imread(str(original))
+    assert list(drawn) == [p.name for p in originals]
+    for (name, image), original in zip(drawn.items(), originals):
+        source = cv2.imread(str(original))
         h, w = source.shape[:2]
         assert image is not None and image.shape == (h, 2 * w, 3)  # ground truth | prediction
         for half in (image[:, :w], image[:, w:]):  # boxes and labels were drawn on both
             changed = np.abs(half.astype(int) - source.astype(int)).max(axis=2) > 50
-            assert changed.mean() > 0.05, picture.name
+            assert changed.mean() > 0.05, name
 
 
 def test_leaf_datasets_reach_inside_wrappers_built_or_as_configs() -> None:

@@ -7,19 +7,8 @@ The library is chosen by the config's default_scope; see mmpvt/launch/main.py.
 
 from __future__ import annotations
 
-import sys
-
-from mmpvt.launch import ConfigError
+from mmpvt.launch.entry import run_tool
 from mmpvt.launch.main import test
 
-
-def main() -> None:
-    """Run testing; config mistakes end with their message and exit status 1."""
-    try:
-        test()
-    except ConfigError as err:
-        sys.exit(f'error: {err}')
-
-
 if __name__ == '__main__':
-    main()
+    run_tool(test)  # a config mistake ends with one 'error:' line and exit status 1

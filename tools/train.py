@@ -7,24 +7,11 @@ The library is chosen by the config's default_scope; see mmpvt/launch/main.py.
 
 from __future__ import annotations
 
-import sys
-
 from mmpvt.engine.hooks import NonFiniteError
-from mmpvt.launch import ConfigError
+from mmpvt.launch.entry import run_tool
 from mmpvt.launch.main import train
 
-
-def main() -> None:
-    """Run training.
-
-    Exit status: 0 done; 1 an error (a config mistake or a diverged run ends with its one-line message); 75
-    stopped by SIGTERM, SIGINT or SIGUSR1 after saving a checkpoint (continue with --resume).
-    """
-    try:
-        train()
-    except (ConfigError, NonFiniteError) as err:
-        sys.exit(f'error: {err}')
-
-
 if __name__ == '__main__':
-    main()
+    # Exit status: 0 done; 1 an error (a config mistake or a diverged run ends with its one-line message);
+    # 75 stopped by SIGTERM, SIGINT or SIGUSR1 after saving a checkpoint (continue with --resume).
+    run_tool(train, NonFiniteError)

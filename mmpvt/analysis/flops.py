@@ -169,24 +169,24 @@ def backbone_macs(arch: str, hw_shape: tuple[int, int] = (224, 224), **overrides
     return count_macs(model, lambda m: m(image))
 
 
-def config_macs(config: str, hw_shape: tuple[int, int], *, backbone_only: bool = False) -> MacCount:
+def config_macs(config: str | Any, hw_shape: tuple[int, int], *, backbone_only: bool = False) -> MacCount:
     """Multiply-adds of the model of an mmdet or mmseg config on one ``hw_shape`` image.
 
-    The model is built without loading any pretrained weights (they do not change the
-    count) and run once through its ``mode='tensor'`` forward: backbone, neck and
-    heads, without post-processing such as NMS.
+    The model is built without loading any weights (they do not change the count: neither a
+    checkpoint nor the backbone's ``Pretrained`` file is read) and run once through its
+    ``mode='tensor'`` forward: backbone, neck and heads, without post-processing such as NMS.
 
     Args:
-        config: path of an mmengine config with a ``model`` entry.
+        config: path of an mmengine config with a ``model`` entry, or the config itself.
         hw_shape: (H, W) of the input image.
         backbone_only: count ``model.backbone`` alone.
     """
     from mmengine.config import Config
-    from mmengine.registry import MODELS, init_default_scope
+    from mmengine.registry import MODELS, DefaultScope
 
-    cfg = Config.fromfile(config)
-    init_default_scope(cfg.get('default_scope', 'mmdet'))
-    model = MODELS.build(cfg.model).eval()
+    cfg = Config.fromfile(config) if isinstance(config, str) else config
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmdet')):
+        model = MODELS.build(cfg.model).eval()
     image = torch.zeros(1, 3, *hw_shape)
     if backbone_only:
         return count_macs(model.backbone, lambda m: m(image))

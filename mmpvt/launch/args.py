@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mmengine.config import DictAction
+from .cfg_options import CfgOptionsAction
 
 
 def _common_args(parser: argparse.ArgumentParser) -> None:
@@ -12,8 +12,9 @@ def _common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         '--cfg-options',
         nargs='+',
-        action=DictAction,
-        help='override config settings, key=value pairs (e.g. train_cfg.max_epochs=2)',
+        action=CfgOptionsAction,
+        help='override config settings, key=value pairs (e.g. train_cfg.max_epochs=2); values as in a config, '
+        'dict(...) included: "visualizer.vis_backends=[dict(type=\'LocalVisBackend\')]"',
     )
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
@@ -51,7 +52,20 @@ def test_parser() -> argparse.ArgumentParser:
         help='detector (mmdet): dump the predictions to this pickle file (.pkl); '
         'segmentor (mmseg): save the predicted label maps as PNG files in this directory',
     )
-    parser.add_argument('--show-dir', help='draw the predictions and save the images under this directory')
+    parser.add_argument(
+        '--show-dir',
+        help='draw every test image with its ground truth and predictions into this directory (a relative path is '
+        'taken from the current directory): a detector (mmdet) writes SHOW_DIR/IMAGE_FILE_NAME (ground truth left, '
+        'predictions right), a segmentor (mmseg) SHOW_DIR/vis_data/vis_image/test_IMAGE_FILE_NAME_0.png',
+    )
+    parser.add_argument(
+        '--show',
+        action='store_true',
+        help='show each drawn test image in a window (needs a display), waiting --wait-time seconds',
+    )
+    parser.add_argument(
+        '--wait-time', type=float, default=2.0, help='seconds each image stays shown with --show (default: 2)'
+    )
     parser.add_argument(
         '--tta',
         action='store_true',

@@ -1,25 +1,36 @@
 """Whether a checkpoint file reads and is one of the model: before a Runner loads it leniently.
 
 :func:`checkpoint_shapes` reads only a checkpoint's index; :func:`checkpoint_non_finite` its tensors, for
-inf and NaN; :func:`check_checkpoint_fits` applies
-mmpvt's one fit check (:func:`mmpvt.checkpoint.checkpoint_fit`) to ``load_from``, ``--resume`` and
-the checkpoint ``tools/test.py`` evaluates, so a checkpoint of another model is an error rather
-than a model left mostly at its random initialisation.
+inf and NaN; :func:`check_checkpoint_fits` applies mmpvt's one fit check (:func:`mmpvt.checkpoint.checkpoint_fit`)
+to ``load_from``, ``--resume``, the checkpoint ``tools/test.py`` evaluates and those the demo and the export load
+(:func:`load_checked`), so a checkpoint of another model is an error rather than a model left mostly at its random
+initialisation.
 """
 
 from __future__ import annotations
 
+import logging
 import os.path as osp
 import zipfile
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.utils.serialization.config as serialization_config
+from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from torch import nn
 
-from ..checkpoint import checkpoint_fit, extract_state_dict, load_file, non_finite_tensors
+from ..checkpoint import (
+    checkpoint_fit,
+    extract_state_dict,
+    load_file,
+    missing_checkpoint,
+    non_finite_tensors,
+    variant_hint,
+)
 from . import ConfigError
+from .distributed import on_rank_zero
 
 
 def checkpoint_shapes(path: str) -> dict[str, torch.Size]:
@@ -68,6 +79,7 @@ def check_checkpoint_fits(
     path: str,
     *,
     shapes: Mapping[str, torch.Size] | None = None,
+    fine_tune: bool = False,
 ) -> None:
     """Check that a checkpoint is one of ``model``: readable, and fitting by :func:`~mmpvt.checkpoint.checkpoint_fit`.
 
@@ -75,6 +87,9 @@ def check_checkpoint_fits(
         model: the built model, or the DDP-style wrapper around it.
         path: checkpoint file.
         shapes: the checkpoint's :func:`checkpoint_shapes` if they were read already (the file is not read again).
+        fine_tune: the checkpoint starts a training run (``load_from``): classifiers trained for another number
+            of classes are allowed (they stay at their initialisation, with a warning naming them), as mmdet's and
+            mmseg's fine-tuning guides do with a COCO or ADE20K checkpoint. Everything else must fit.
 
     Raises:
         ConfigError: unreadable file, or a checkpoint of another model (the mismatches named).
@@ -84,10 +99,68 @@ def check_checkpoint_fits(
     if is_model_wrapper(model):
         model = model.module
     fit = checkpoint_fit(model, shapes)
-    if not fit.fits:
-        found = f"it provides {fit.matched} of the model's {fit.total} tensors"
-        if fit.wrong_shapes:
-            found += f'; shape mismatches: {", ".join(fit.wrong_shapes[:3])}'
-        if fit.unknown:
-            found += f'; tensors the model lacks: {", ".join(fit.unknown[:3])}'
-        raise ConfigError(f'{path} is not a checkpoint of this {type(model).__name__}: {found}')
+    if fit.fits:
+        return
+    if fine_tune and fit.fits_but_classes:
+        print_log(
+            f'{path}: {len(fit.class_layers)} classifier tensor(s) of the checkpoint were trained for another number '
+            f'of classes and stay at their initialisation (fine-tuning): {"; ".join(fit.wrong_shapes[:4])}',
+            logger='current',
+            level=logging.WARNING,
+        )
+        return
+    found = f"it provides {fit.matched} of the model's {fit.total} tensors"
+    if fit.wrong_shapes:
+        found += f'; shape mismatches: {", ".join(fit.wrong_shapes[:3])}'
+    if fit.unknown:
+        found += f'; tensors the model lacks: {", ".join(fit.unknown[:3])}'
+    if fit.fits_but_classes:
+        found += (
+            ". Only the classifiers differ: was it trained with another num_classes? Set the head's num_classes to "
+            "the checkpoint's, or fine-tune it on this data with load_from (tools/train.py)"
+        )
+    hint = variant_hint(model, shapes)
+    raise ConfigError(f'{path} is not a checkpoint of this {type(model).__name__}: {found}.{hint}')
+
+
+def load_checked(model: nn.Module, path: str, *, fine_tune: bool = False) -> dict[str, Any]:
+    """Load a whole-model checkpoint into ``model`` once :func:`check_checkpoint_fits` passed; the checkpoint.
+
+    The tools that build a model from a config themselves (the demo, the ONNX export) load through this, so
+    a checkpoint of another model is refused instead of loaded leniently.
+
+    Raises:
+        ConfigError: unreadable file, or a checkpoint of another model.
+    """
+    from mmengine.runner import load_checkpoint
+
+    check_checkpoint_fits(model, path, fine_tune=fine_tune)
+    return load_checkpoint(model, path, map_location='cpu', strict=False)
+
+
+def local_load_from(cfg: Mapping[str, Any]) -> str | None:
+    """The config's ``load_from`` when it starts a new run from a local file (not ``--resume``, not a URL)."""
+    path = cfg.get('load_from')
+    if not isinstance(path, str) or not path or cfg.get('resume') or '://' in path:
+        return None
+    return path
+
+
+def check_load_from(model: nn.Module, cfg: Mapping[str, Any]) -> None:
+    """Check the config's ``load_from`` against the model (:func:`check_checkpoint_fits` with ``fine_tune``).
+
+    mmengine would load a checkpoint of another model leniently, printing its size mismatches, and train.
+    Rank 0 reads the checkpoint's index; every rank gets its shapes.
+
+    Raises:
+        ConfigError: ``load_from: ...``, the file missing, unreadable or of another model.
+    """
+    path = local_load_from(cfg)
+    if path is None:
+        return
+    try:
+        if not osp.isfile(path):
+            raise ConfigError(missing_checkpoint(path))
+        check_checkpoint_fits(model, path, shapes=on_rank_zero(checkpoint_shapes, path), fine_tune=True)
+    except ConfigError as err:
+        raise ConfigError(f'load_from: {err}') from err

@@ -1,7 +1,8 @@
 """COCO annotation files checked for what mmdet's ``CocoDataset`` needs, naming the entry that is not.
 
-A file that passed is remembered (path, size, modification time), so COCO train2017's 448 MB
-are parsed once, not every run.
+A file that passed is remembered (path, size, modification time) with its categories, so COCO
+train2017's 448 MB are parsed once, not every run; each run compares its datasets' class names with
+the remembered categories (:func:`~mmpvt.launch.class_checks.check_class_names`).
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import math
 import os
 import os.path as osp
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from mmengine.config import Config
 from mmengine.logging import print_log
 
 from ..datasets.wrappers import leaf_datasets
 from . import ConfigError
+from .class_checks import check_class_names, dataset_classes
 
 #: Keys a COCO annotation file needs for mmdet, at the top and in each entry of its lists.
 COCO_KEYS = {
@@ -112,7 +114,16 @@ def _check_box(report: _CocoFile, index: int, ann: Mapping[str, Any], image: Map
         report.outside.append(f'{where} bbox {box} in a {width}×{height} image')
 
 
-def check_coco_file(path: str) -> str | None:
+class CocoSummary(NamedTuple):
+    """What :func:`check_coco_file` found in a file that passed."""
+
+    #: the warning about boxes past the border, '' if none
+    warning: str
+    #: the category names in the file's order, each with its number of annotations
+    categories: dict[str, int]
+
+
+def check_coco_file(path: str) -> CocoSummary:
     """Check that a COCO annotation file is what mmdet's ``CocoDataset`` needs, naming the entry that is not.
 
     Refused: text that is not JSON (a truncated file); a missing ``images`` or ``categories``
@@ -124,7 +135,7 @@ def check_coco_file(path: str) -> str | None:
     own boxes overshoot by rounding. ``annotations`` may be absent (test-dev image lists).
 
     Returns:
-        The warning about boxes past the border, if any (also logged).
+        The warning about boxes past the border, if any (also logged), and the file's categories.
 
     Raises:
         ConfigError: the file and the first broken entry, with what was expected.
@@ -137,7 +148,9 @@ def check_coco_file(path: str) -> str | None:
         if key not in content:
             report.errors.append(f'no "{key}" list; expected a COCO annotation file with "{key}"')
     images = {image['id']: image for image in _check_entries(report, content, 'images')}
-    categories = {category['id'] for category in _check_entries(report, content, 'categories')}
+    names = {category['id']: str(category['name']) for category in _check_entries(report, content, 'categories')}
+    categories = set(names)
+    counts = dict.fromkeys(names.values(), 0)
     for image in images.values():
         if not (_number(image['width']) and _number(image['height']) and image['width'] > 0 and image['height'] > 0):
             report.errors.append(
@@ -161,31 +174,43 @@ def check_coco_file(path: str) -> str | None:
                 f'"categories"; expected one of {sorted(categories, key=str)[:20]}'
             )
         else:
+            counts[names[ann['category_id']]] += 1
             _check_box(report, index, ann, images[ann['image_id']])
     report.refuse()
     if not report.outside:
-        return None
+        return CocoSummary('', counts)
     warning = (
         f'{path}: {len(report.outside)} box(es) reach more than {BOX_TOLERANCE:g} pixel past their image, '
         f'first {report.outside[0]}; mmdet clips them to the image (training goes on)'
     )
     print_log(warning, logger='current', level=logging.WARNING)
-    return warning
+    return CocoSummary(warning, counts)
+
+
+def coco_datasets(cfg: Config, loaders: tuple[str, ...]) -> list[tuple[str, Mapping[str, Any], str]]:
+    """(place in the config, dataset config, annotation file) of every COCO dataset of ``loaders``."""
+    if cfg.get('default_scope') != 'mmdet':
+        return []
+    from mmdet.datasets import CocoDataset
+    from mmdet.registry import DATASETS
+
+    found = []
+    for loader in loaders:
+        leaves = leaf_datasets((cfg.get(loader) or {}).get('dataset') or {})
+        for index, dataset in enumerate(leaves):
+            cls = DATASETS.get(dataset.get('type')) if isinstance(dataset.get('type'), str) else dataset.get('type')
+            if isinstance(cls, type) and issubclass(cls, CocoDataset) and dataset.get('ann_file'):
+                where = f'{loader}.dataset' + (f' (dataset {index + 1} of {len(leaves)})' if len(leaves) > 1 else '')
+                found.append((where, dataset, osp.join(dataset.get('data_root') or '', dataset['ann_file'])))
+    return found
 
 
 def coco_files(cfg: Config, loaders: tuple[str, ...]) -> list[str]:
     """The local COCO annotation files the datasets of ``loaders`` and their evaluators read, each once."""
     if cfg.get('default_scope') != 'mmdet':
         return []
-    from mmdet.datasets import CocoDataset
-    from mmdet.registry import DATASETS
-
-    files = []
+    files = [path for _, _, path in coco_datasets(cfg, loaders)]
     for loader in loaders:
-        for dataset in leaf_datasets((cfg.get(loader) or {}).get('dataset') or {}):
-            cls = DATASETS.get(dataset.get('type')) if isinstance(dataset.get('type'), str) else dataset.get('type')
-            if isinstance(cls, type) and issubclass(cls, CocoDataset) and dataset.get('ann_file'):
-                files.append(osp.join(dataset.get('data_root') or '', dataset['ann_file']))
         evaluators = cfg.get(loader.replace('_dataloader', '_evaluator')) or []
         for evaluator in evaluators if isinstance(evaluators, list) else [evaluators]:
             if str(evaluator.get('type', '')).endswith('CocoMetric') and evaluator.get('ann_file'):
@@ -208,23 +233,33 @@ def _passed_files() -> dict[str, Any]:
 
 
 def check_annotation_files(cfg: Config, loaders: tuple[str, ...]) -> None:
-    """:func:`check_coco_file` for every COCO annotation file of ``loaders``, once per version of a file.
+    """:func:`check_coco_file` for every COCO annotation file of ``loaders``, once per version of a file; then
+    each COCO dataset's class names against its file's categories (:func:`check_class_names`).
 
     Parsing COCO train2017's 448 MB costs about as long as mmdet's own parse of it (see
-    docs/reliability.md), so a file that passed is remembered by path, size and modification
-    time in :data:`PASSED_FILES` (its warning, if any, is logged again); a changed file is checked again.
+    docs/reliability.md), so a file that passed is remembered with its categories by path, size and
+    modification time in :data:`PASSED_FILES` (its warning, if any, is logged again); a changed file is
+    checked again.
+
+    Raises:
+        ConfigError: a broken file, or class names that do not match the file's categories.
     """
     passed = _passed_files()
     changed = False
+    summaries: dict[str, CocoSummary] = {}
     for path in coco_files(cfg, loaders):
         status = os.stat(path)
         key = f'{osp.realpath(path)}:{status.st_size}:{status.st_mtime_ns}'
-        if key in passed:
-            if passed[key]:
-                print_log(passed[key], logger='current', level=logging.WARNING)
-            continue
-        passed[key] = check_coco_file(path) or ''
-        changed = True
+        entry = passed.get(key)
+        if isinstance(entry, dict) and isinstance(entry.get('categories'), dict):
+            summary = CocoSummary(str(entry.get('warning') or ''), entry['categories'])
+            if summary.warning:
+                print_log(summary.warning, logger='current', level=logging.WARNING)
+        else:  # new, changed, or remembered by an earlier version without its categories
+            summary = check_coco_file(path)
+            passed[key] = summary._asdict()
+            changed = True
+        summaries[osp.realpath(path)] = summary
     if changed:
         # Imported here: mmpvt.engine's hooks import these checks, so a module-level import would be a cycle.
         from ..engine.fileio import write_atomically
@@ -234,3 +269,9 @@ def check_annotation_files(cfg: Config, loaders: tuple[str, ...]) -> None:
             write_atomically(json.dumps(latest).encode(), PASSED_FILES)  # whole or absent when runs start side by side
         except OSError:
             pass  # only a cache: the next run checks again
+    for where, dataset, path in coco_datasets(cfg, loaders):
+        listed = dataset_classes('mmdet', dataset)
+        summary = summaries.get(osp.realpath(path)) if osp.isfile(path) else None
+        if listed and summary is not None:
+            kind = dataset.get('type') if isinstance(dataset.get('type'), str) else 'CocoDataset'
+            check_class_names(where, path, listed, summary.categories, dataset_type_name=str(kind))

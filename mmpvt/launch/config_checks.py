@@ -241,9 +241,13 @@ def check_pretrained(cfg: Config) -> None:
     for item in init_cfg if isinstance(init_cfg, list) else [init_cfg] if init_cfg else []:
         path = item.get('checkpoint')
         if item.get('type') == 'Pretrained' and path and '://' not in path and not osp.isfile(path):
+            name = osp.basename(path)
             raise ConfigError(
-                f'backbone checkpoint {path} not found. Download the official ImageNet weights (see the README, '
-                '"Training and testing"), or train from scratch with --cfg-options model.backbone.init_cfg=None'
+                f'backbone checkpoint {path} not found (model.backbone.init_cfg.checkpoint, relative to the working '
+                f'directory). Download the official ImageNet weights into it (README, "Pretrained weights": '
+                f'https://github.com/whai362/PVT/releases/download/v2/{name}), set '
+                'model.backbone.init_cfg.checkpoint=PATH, or train from scratch with --cfg-options '
+                'model.backbone.init_cfg=None'
             )
 
 

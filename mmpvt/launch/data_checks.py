@@ -1,70 +1,71 @@
 """Checks of the data files a run reads, before its first iteration instead of hours into it.
 
-* :func:`check_data`: the data root, annotation file and image folders exist (else the
-  expected layout and the command that writes toy data).
+* :func:`check_data`: the data root, annotation file and image folders exist (else what the config
+  reads and which keys to set; for the toy data roots, the command that writes them).
 * :func:`check_train_data`, :func:`check_image_files`: the COCO annotation files are sound
-  (:mod:`.coco_checks`), the training set is not empty, every image and label map named
-  exists and is not empty, every label map has its image's size and mode.
-* :func:`check_seg_labels`: a label-map value that is no class and not the ignore index
-  stops the run at the batch that holds it (``LabelValuesHook``).
+  (:mod:`.coco_checks`) and their categories are the config's classes, the training set is not empty,
+  every image and label map named exists and is not empty, every label map has its image's size and
+  mode and holds only classes of the head and the ignore index (:mod:`.label_checks`).
 * :func:`explain_failure`: errors met inside the Runner (a corrupt image, a pretrained file
   that does not fit) turned into a message naming the file.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import os.path as osp
 import re
 import stat
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mmengine.config import Config
-from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
-from PIL import Image, UnidentifiedImageError
-from torch import nn
 
 from ..datasets.wrappers import leaf_datasets
 from . import ConfigError
 from .checkpoints import checkpoint_shapes
+from .class_checks import dataset_classes, dataset_type
 from .coco_checks import check_annotation_files
 from .distributed import on_rank_zero
+from .label_checks import check_label_map, check_label_values, head_classes
 
-TOY_DATA_TOOL = 'tools/dataset_converters/make_toy_data.py'
+#: The toy-data command, which an installed package has as well as a checkout.
+TOY_DATA_COMMAND = 'python -m mmpvt.datasets'
 
-#: dataset type -> (layout under data_root, argument of the toy-data tool)
-DATASET_LAYOUTS = {
-    'CocoDataset': (
-        'annotations/instances_{train,val}2017.json, train2017/*.jpg and val2017/*.jpg (COCO 2017)',
-        'coco',
-    ),
-    'ADE20KDataset': (
-        'images/{training,validation}/*.jpg and annotations/{training,validation}/*.png (ADEChallengeData2016)',
-        'ade',
-    ),
-}
+#: dataset type -> the argument of :data:`TOY_DATA_COMMAND` that writes a toy set of its layout
+TOY_KINDS = {'CocoDataset': 'coco', 'ADE20KDataset': 'ade'}
 
 
-def _toy_hint(dataset_type: str, data_root: str) -> str:
-    if dataset_type not in DATASET_LAYOUTS:
-        return ''
-    layout, kind = DATASET_LAYOUTS[dataset_type]
-    target = data_root.rstrip('/')
+def _layout_hint(loader: str, dataset: Mapping[str, Any], root: str) -> str:
+    """What the config reads under ``data_root`` and which keys to set; the toy-data command for a toy root."""
+    parts = [f'ann_file {dataset["ann_file"]!r}'] if dataset.get('ann_file') else []
+    prefixes = dataset.get('data_prefix') or {}
+    parts += [f'data_prefix.{key} {value!r}' for key, value in prefixes.items() if isinstance(value, str)]
+    hint = (
+        f'; the config reads under data_root {root!r}: {", ".join(parts) or "nothing else"}. If your data are '
+        f'elsewhere or named otherwise, set {loader}.dataset.data_root'
+        + (', ann_file' if dataset.get('ann_file') else '')
+        + (' and data_prefix' if prefixes else '')
+        + ' (see docs/data.md)'
+    )
+    kind = TOY_KINDS.get(str(dataset.get('type')).rsplit('.', 1)[-1])
+    target = root.rstrip('/')
+    if kind is None or 'toy' not in target:  # the user's own data: no synthetic data written into it
+        return hint
     if kind == 'ade' and osp.basename(target) == 'ADEChallengeData2016':
         target = osp.dirname(target)
-    return (
-        f'\nExpected layout under data_root: {layout}.'
-        f'\nTo write a small synthetic dataset there: python {TOY_DATA_TOOL} {kind} {target}'
-    )
+    return hint + f'. To write the small synthetic dataset this config expects: {TOY_DATA_COMMAND} {kind} {target}'
 
 
 def check_data(cfg: Config, loaders: Sequence[str]) -> None:
     """Check that the data root, annotation file and image folders of ``loaders`` exist.
 
     Raises:
-        ConfigError: naming the missing path, the expected layout and the toy-data command.
+        ConfigError: naming the missing path, what the config reads under its data root and the keys that
+            set it (for a toy data root, the command that writes the toy data).
     """
     for loader in loaders:
         if not cfg.get(loader):
@@ -79,7 +80,7 @@ def check_data(cfg: Config, loaders: Sequence[str]) -> None:
                 if not osp.exists(path):
                     raise ConfigError(
                         f'{loader}: {path} not found (dataset {dataset.get("type")}, data_root {root!r})'
-                        + _toy_hint(str(dataset.get('type')), root)
+                        + _layout_hint(loader, dataset, root)
                     )
 
 
@@ -88,8 +89,10 @@ def check_train_data(runner: Runner) -> None:
 
     The annotation files of the training and validation sets (and of the evaluators) are
     checked by :func:`check_coco_file` first, on rank 0, so that mmdet never meets a
-    truncated file. mmengine fails on an empty dataset with ``need at least one array to
-    concatenate`` (or trains nothing); this names the annotation file and the filter instead.
+    truncated file, and their categories are compared with the config's classes. mmengine fails on
+    an empty dataset with ``need at least one array to concatenate`` (or trains nothing); this names the
+    cause instead: a segmentation folder without images of ``img_suffix``, or a COCO file without
+    annotations of the classes left after the filter.
 
     Raises:
         ConfigError: an annotation file is broken, or the training dataset is empty.
@@ -102,11 +105,41 @@ def check_train_data(runner: Runner) -> None:
             raise
         size = 0
     if size == 0:
-        leaf = leaf_datasets(runner.cfg.train_dataloader.dataset)[0]
-        raise ConfigError(
-            f'the training dataset is empty: {leaf.get("ann_file")!r} under {leaf.get("data_root")!r} has no image '
-            f'with annotations left after filter_cfg={leaf.get("filter_cfg")}; check the annotation file'
+        raise ConfigError(f'the training dataset is empty: {_why_empty(runner.cfg)}')
+
+
+def _suffix_counts(folder: str) -> Counter[str]:
+    """How many files of each suffix lie under ``folder`` (recursively, as mmseg lists them)."""
+    counts: Counter[str] = Counter()
+    for _, _, files in os.walk(folder):
+        counts.update(osp.splitext(name)[1] for name in files)
+    return counts
+
+
+def _why_empty(cfg: Config) -> str:
+    """Why the first training dataset holds nothing: no image of its suffix (mmseg) or no annotation left (mmdet)."""
+    leaf = leaf_datasets(cfg.train_dataloader.dataset)[0]
+    root = leaf.get('data_root') or ''
+    if not leaf.get('ann_file'):  # mmseg lists the image folder by suffix
+        folder = osp.join(root, (leaf.get('data_prefix') or {}).get('img_path', ''))
+        cls = dataset_type(cfg.default_scope, leaf)
+        default = inspect.signature(cls).parameters.get('img_suffix') if cls is not None else None
+        suffix = leaf.get('img_suffix', default.default if default is not None else None)
+        counts = _suffix_counts(folder)
+        if not counts:
+            return f'the image folder {folder} holds no file; expected the images there (data_prefix.img_path)'
+        found = ', '.join(f'{count} {ext or "(none)"!r}' for ext, count in counts.most_common(3))
+        return (
+            f'no file under {folder} ends in img_suffix {suffix!r} (found: {found}): set '
+            f'train_dataloader.dataset.img_suffix={counts.most_common(1)[0][0]!r} (and seg_map_suffix to the '
+            "label maps' suffix)"
         )
+    listed = dataset_classes(cfg.default_scope, leaf)
+    classes = f' of the classes {listed[0][:5]}' if listed else ''
+    return (
+        f'{leaf.get("ann_file")!r} under {root!r} has no image with annotations{classes} left after '
+        f'filter_cfg={leaf.get("filter_cfg")}: the file holds none of them, or filter_cfg.min_size drops every box'
+    )
 
 
 #: Keys of a dataset's ``data_list`` entries that name files (mmdet: images; mmseg: images and label maps).
@@ -127,30 +160,41 @@ def check_image_files(runner: Runner, max_listed: int = 5) -> None:
     on_rank_zero(_check_image_files, runner, max_listed)
 
 
-def _file_size(path: str) -> int:
-    """The size of a regular file, -1 if there is none (one ``stat``, as ``osp.isfile``)."""
+def _file_status(path: str) -> os.stat_result | None:
+    """The ``stat`` of a regular file, None if there is none (one ``stat``, as ``osp.isfile``)."""
     try:
         status = os.stat(path)
     except (OSError, ValueError):
-        return -1
-    return status.st_size if stat.S_ISREG(status.st_mode) else -1
+        return None
+    return status if stat.S_ISREG(status.st_mode) else None
+
+
+def _reduces_zero_label(dataset: Any, info: Mapping[str, Any]) -> bool:
+    """Whether mmseg loads this set's label maps with ``reduce_zero_label`` (the pipeline's setting wins)."""
+    for transform in getattr(getattr(dataset, 'pipeline', None), 'transforms', []):
+        if getattr(transform, 'reduce_zero_label', None) is not None:
+            return bool(transform.reduce_zero_label)
+    return bool(info.get('reduce_zero_label'))
 
 
 def _check_image_files(runner: Runner, max_listed: int) -> None:
     loops = [('training', runner.train_loop)]
     if runner.cfg.get('val_cfg') and runner.cfg.get('val_dataloader'):
         loops.append(('validation', runner.val_loop))
+    classes = head_classes(runner.model)
     for split, loop in loops:
         for dataset in leaf_datasets(loop.dataloader.dataset):
             count = len(dataset) if hasattr(dataset, 'get_data_info') else 0
-            missing, empty = [], []
+            missing, empty, label_maps, reduce_zero_label = [], [], [], False
             for info in (dataset.get_data_info(i) for i in range(count)):  # data_list is emptied once serialised
                 paths = [info[key] for key in FILE_KEYS if isinstance(info.get(key), str) and '://' not in info[key]]
-                sizes = [_file_size(path) for path in paths]
-                missing += [path for path, size in zip(paths, sizes) if size < 0]
-                empty += [path for path, size in zip(paths, sizes) if size == 0]
-                if len(paths) == 2 and min(sizes) > 0:  # an image and its label map
-                    check_label_map(*paths)
+                status = [_file_status(path) for path in paths]
+                missing += [path for path, found in zip(paths, status) if found is None]
+                empty += [path for path, found in zip(paths, status) if found is not None and found.st_size == 0]
+                if len(paths) == 2 and all(found is not None and found.st_size for found in status):
+                    check_label_map(*paths)  # an image and its label map
+                    label_maps.append((paths[1], status[1]))
+                    reduce_zero_label = _reduces_zero_label(dataset, info)
             if empty:
                 raise ConfigError(
                     f'{len(empty)} file(s) of the {split} set are empty (0 bytes): {", ".join(empty[:max_listed])}'
@@ -165,77 +209,10 @@ def _check_image_files(runner: Runner, max_listed: int) -> None:
                     + f'; every image (and label map) listed by {source} must exist: '
                     'restore the files or remove their entries'
                 )
-
-
-#: PIL modes of a label map that mmseg reads as one 8-bit class index per pixel.
-LABEL_MODES = ('L', 'P')
-
-#: EXIF orientations for which OpenCV transposes a JPEG on decoding (its header size is then W×H swapped).
-TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
-
-
-def _decoded_size(image: Image.Image) -> tuple[int, int]:
-    """(W, H) of an image as OpenCV decodes it: EXIF rotations by 90° swap the header's size."""
-    orientation = image.getexif().get(0x0112) if image.format == 'JPEG' else None
-    return image.size[::-1] if orientation in TRANSPOSING_ORIENTATIONS else image.size
-
-
-def check_label_map(img_path: str, seg_map_path: str) -> None:
-    """Check a label map against its image from the two files' headers (no pixel is decoded).
-
-    Raises:
-        ConfigError: a file that is no image, a label map that is not 8-bit single-channel
-            (mode L or P), or one of another size than its image.
-    """
-    try:
-        with Image.open(img_path) as image, Image.open(seg_map_path) as label:
-            size, label_size, mode = _decoded_size(image), label.size, label.mode
-    except (UnidentifiedImageError, OSError) as err:
-        name = getattr(err, 'filename', None) or (seg_map_path if seg_map_path in str(err) else img_path)
-        raise ConfigError(
-            f'cannot decode image {name}: the file is corrupt or not an image; expected a JPEG or PNG '
-            '(replace it or remove it from the dataset)'
-        ) from err
-    if mode not in LABEL_MODES:
-        raise ConfigError(
-            f'label map {seg_map_path} is a {mode} image; expected an 8-bit single-channel PNG (mode L or P) holding '
-            'one class index per pixel, not a colour picture: convert it (e.g. the palette index of each colour)'
-        )
-    if label_size != size:
-        raise ConfigError(
-            f'label map {seg_map_path} is {label_size[0]}×{label_size[1]} pixels but its image {img_path} is '
-            f'{size[0]}×{size[1]}; expected the same size (was it exported at another resolution?)'
-        )
-
-
-def check_seg_labels(model: nn.Module, data_batch: Any) -> None:
-    """Refuse a batch whose label maps hold a value that is neither a class nor the ignore index.
-
-    Cheap (a comparison over the batch's labels), so it runs on every batch instead of
-    decoding every label map at start-up. Values are reported as they are in the file
-    (before ``reduce_zero_label`` subtracted one).
-
-    Raises:
-        ConfigError: naming the label map, the values and the valid range.
-    """
-    head = getattr(model.module if is_model_wrapper(model) else model, 'decode_head', None)
-    num_classes, ignore = getattr(head, 'num_classes', None), getattr(head, 'ignore_index', 255)
-    samples = data_batch.get('data_samples') if isinstance(data_batch, Mapping) else None
-    if not isinstance(num_classes, int) or not samples:
-        return
-    for sample in samples:
-        labels = getattr(getattr(sample, 'gt_sem_seg', None), 'data', None)
-        if labels is None:
-            continue
-        bad = (labels >= num_classes) & (labels != ignore)
-        if bool(bad.any()):
-            reduced = bool(sample.metainfo.get('reduce_zero_label'))
-            values = sorted({int(v) + reduced for v in labels[bad].unique()})
-            valid = f'0 (other, ignored), 1..{num_classes}' if reduced else f'0..{num_classes - 1}'
-            raise ConfigError(
-                f'label map {sample.metainfo.get("seg_map_path")} holds value(s) {values[:10]} in {int(bad.sum())} '
-                f'pixel(s); expected {valid} (the {num_classes} classes) or {ignore} (ignored)'
-            )
+            if classes is not None and not getattr(dataset, 'label_map', None):  # a label_map renumbers: batch check
+                check_label_values(
+                    label_maps, classes[0], ignore=classes[1], reduce_zero_label=reduce_zero_label, split=split
+                )
 
 
 def explain_failure(cfg: Config, err: Exception, loaders: tuple[str, ...]) -> ConfigError | None:

@@ -109,6 +109,11 @@ def prepare_cpu_distributed(cfg: Config, launcher: str) -> bool:
         timeout = cfg.get('env_cfg', {}).get('dist_cfg', {}).get('timeout')
         kwargs = dict(timeout=datetime.timedelta(seconds=timeout)) if timeout else {}
         torch_dist.init_process_group(backend='gloo', **kwargs)
+        print_log(  # once, where the group starts (this runs again when the Runner is built)
+            f'no CUDA: distributed run: backend gloo, rank {torch_dist.get_rank()} of {torch_dist.get_world_size()} '
+            'on CPU processes',
+            logger='current',
+        )
     wrapper = dict(cfg.get('model_wrapper_cfg') or {})
     wrapper.setdefault('type', 'MMDistributedDataParallel')
     if wrapper['type'] in ('MMDistributedDataParallel', 'CpuDistributedDataParallel'):
@@ -116,11 +121,6 @@ def prepare_cpu_distributed(cfg: Config, launcher: str) -> bool:
         wrapper.setdefault('broadcast_buffers', False)
         wrapper.setdefault('find_unused_parameters', cfg.get('find_unused_parameters', False))
     cfg.model_wrapper_cfg = wrapper
-    print_log(
-        f'no CUDA: distributed run: backend gloo, rank {torch_dist.get_rank()} of {torch_dist.get_world_size()} '
-        'on CPU processes',
-        logger='current',
-    )
     return True
 
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import os.path as osp
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,14 +23,17 @@ from mmengine.config import Config, ConfigDict
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
+from mmengine.registry import HOOKS
 from mmengine.runner import Runner, load_checkpoint
 
-from ..checkpoint import allow_mmengine_checkpoints
+from ..checkpoint import allow_mmengine_checkpoints, missing_checkpoint
 from ..datasets.wrappers import leaf_datasets
 from ..engine.hooks import CpuFastPathsHook, LabelValuesHook, NonFiniteGuardHook, RankMeanLossHook, StopOnSignalHook
 from . import ConfigError
 from .args import test_parser, train_parser
-from .checkpoints import check_checkpoint_fits, checkpoint_shapes
+from .checkpoints import check_checkpoint_fits, check_load_from, checkpoint_shapes, local_load_from
+from .class_checks import check_num_classes
+from .coco_checks import check_annotation_files
 from .config_checks import amp_optim_wrapper, check_amp_device, check_pretrained, load_config
 from .data_checks import check_data, check_image_files, check_train_data, explain_failure
 from .distributed import distributed_run, on_rank_zero, prepare_cpu_distributed, set_local_rank
@@ -58,28 +63,34 @@ def build_runner(cfg: Config) -> Runner:
         # first one's instance back and log into the first run's work dir. Unnamed, the Runner names it
         # after its own run.
         cfg.visualizer.pop('name', None)
+    if cfg.launcher != 'none':
+        _add_once(cfg, RankMeanLossHook)
+    _add_once(cfg, LabelValuesHook)  # label-map values, checked batch by batch
+    _add_once(cfg, CpuFastPathsHook)  # the patch-conv GEMM in training, all shortcuts in testing
+    _add_once(cfg, StopOnSignalHook)  # SIGTERM/SIGINT/SIGUSR1: checkpoint, then exit 75
+    _add_once(cfg, NonFiniteGuardHook)  # no non-finite step, no non-finite checkpoint
     if 'runner_type' in cfg:
         from mmengine.registry import RUNNERS
 
         runner = RUNNERS.build(cfg)
     else:
         runner = Runner.from_cfg(cfg)
-    if cfg.launcher != 'none':
-        _register_once(runner, RankMeanLossHook())
-    _register_once(runner, LabelValuesHook())  # label-map values, checked batch by batch
-    _register_once(runner, CpuFastPathsHook())  # the patch-conv GEMM in training, all shortcuts in testing
-    _register_once(runner, StopOnSignalHook())  # SIGTERM/SIGINT/SIGUSR1: checkpoint, then exit 75
-    _register_once(runner, NonFiniteGuardHook())  # no non-finite step, no non-finite checkpoint
     return runner
 
 
-def _register_once(runner: Runner, hook: Hook) -> None:
-    """Register ``hook`` unless the config already named one of its kind (``EarlyChecksHook`` is a ``LabelValuesHook``).
+def _add_once(cfg: Config, hook: type[Hook]) -> None:
+    """Add ``hook`` to ``custom_hooks`` unless the config names one of its kind (``EarlyChecksHook`` is a
+    ``LabelValuesHook``): mmengine keeps duplicates, and a second copy would repeat its work on every iteration.
 
-    mmengine keeps duplicates, and a second copy would repeat its work on every iteration.
+    Through the config, not ``register_hook`` after the build: the Runner's table of hooks then lists it.
     """
-    if not any(isinstance(registered, type(hook)) for registered in runner.hooks):
-        runner.register_hook(hook)
+    hooks = list(cfg.get('custom_hooks') or [])
+    for named in hooks:
+        kind = HOOKS.get(named['type']) if isinstance(named, dict) and isinstance(named.get('type'), str) else named
+        kind = kind if isinstance(kind, type) else type(kind)
+        if issubclass(kind, hook):
+            return
+    cfg.custom_hooks = [*hooks, dict(type=hook.__name__)]
 
 
 def use_atomic_checkpoints(cfg: Config) -> None:
@@ -114,12 +125,16 @@ def train_config(args: argparse.Namespace) -> Config:
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
         if not osp.isfile(args.resume):
-            raise ConfigError(f'--resume: checkpoint file not found: {args.resume}')
+            raise ConfigError(f'--resume: {missing_checkpoint(args.resume)}')
         cfg.resume, cfg.load_from = True, args.resume
     else:
         check_work_dir(cfg.work_dir)
+    load_from = local_load_from(cfg)
+    if load_from and not osp.isfile(load_from):
+        raise ConfigError(f'load_from: {missing_checkpoint(load_from)}')
     check_pretrained(cfg)
     check_data(cfg, ['train_dataloader', 'val_dataloader'])
+    check_num_classes(cfg, ['train_dataloader'])
     use_atomic_checkpoints(cfg)
     return cfg
 
@@ -149,6 +164,7 @@ def _train(cfg: Config, resume: str | None) -> dict[str, float]:
     runner = build_runner(cfg)
     if chosen is not None:
         check_checkpoint_fits(runner.model, chosen.path, shapes=chosen.shapes)
+    check_load_from(runner.model, cfg)  # a new run's load_from: classifiers of another class count allowed
     check_train_data(runner)
     check_image_files(runner)
     try:
@@ -165,13 +181,20 @@ def _train(cfg: Config, resume: str | None) -> dict[str, float]:
     return metrics
 
 
-def _enable_drawing(cfg: Config, show_dir: str) -> None:
+def _enable_drawing(cfg: Config, show_dir: str | None, show: bool = False, wait_time: float = 2.0) -> None:
+    """Turn on the config's visualization hook: save pictures to ``show_dir`` and/or show them (mmdet's flags)."""
     hook = cfg.default_hooks.get('visualization')
     if hook is None:
-        raise ConfigError('--show-dir needs default_hooks.visualization in the config')
+        raise ConfigError('--show-dir and --show need default_hooks.visualization in the config')
+    if show and not (os.environ.get('DISPLAY') or os.environ.get('WAYLAND_DISPLAY')) and sys.platform == 'linux':
+        raise ConfigError('--show needs a display (DISPLAY is not set): use --show-dir DIR to save the pictures')
     hook['draw'] = True
+    if show:
+        hook['show'], hook['wait_time'] = True, wait_time
+    if not show_dir:
+        return
     if cfg.default_scope == 'mmdet':
-        hook['test_out_dir'] = show_dir
+        hook['test_out_dir'] = osp.abspath(show_dir)  # mmdet would put a relative one under WORK_DIR/TIMESTAMP
     else:
         hook['interval'] = 1
         cfg.visualizer['save_dir'] = show_dir
@@ -227,14 +250,15 @@ def test_config(args: argparse.Namespace) -> Config:
     cfg = load_config(args.config, args.cfg_options)
     _setup(cfg, args)
     if not osp.isfile(args.checkpoint):
-        raise ConfigError(f'checkpoint file not found: {args.checkpoint}')
+        raise ConfigError(missing_checkpoint(args.checkpoint))
     if args.out:
         _set_out(cfg, args.out)
     # Under --tta _test loads the checkpoint into the wrapped model: mmengine would load it into the
     # TTA model, whose keys all start with 'module.'.
     cfg.load_from = None if args.tta else args.checkpoint
-    if args.show_dir:
-        _enable_drawing(cfg, args.show_dir)
+    check_num_classes(cfg, ['test_dataloader'])
+    if args.show_dir or args.show:
+        _enable_drawing(cfg, args.show_dir, args.show, args.wait_time)
     if args.tta:
         _enable_tta(cfg)
     check_data(cfg, ['test_dataloader'])
@@ -258,6 +282,7 @@ def _test(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
     check_checkpoint_fits(model, args.checkpoint, shapes=on_rank_zero(checkpoint_shapes, args.checkpoint))
     if args.tta:
         load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True)
+    on_rank_zero(check_annotation_files, cfg, ('test_dataloader',))  # the file's categories against the classes
     if args.out and cfg.default_scope == 'mmdet':  # mmseg's --out went into the IoU metric (_set_out)
         from mmdet.evaluation import DumpDetResults
 

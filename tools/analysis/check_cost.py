@@ -12,7 +12,9 @@ COCO annotation check (``--coco``): a synthetic annotation file of train2017's s
 (what mmdet's dataset does with the same file before its own per-image parsing).
 
 Label-map check (``--label-maps N``): N pairs of a 683×512 JPEG and its PNG label map (ADE20K's
-training set is 20,210); times :func:`~mmpvt.launch.data_checks.check_label_map` (both headers) over all of them, warm.
+training set is 20,210); times :func:`~mmpvt.launch.label_checks.check_label_map` (both headers) over all of them,
+warm, and :func:`~mmpvt.launch.label_checks.check_label_values` (every map decoded, on all cores; then again,
+answered by its cache). The label maps are noise over 0..150, the slowest PNGs to decode.
 
 Checkpoint reads (``--checkpoint-mb``): the bytes a resume's checks read from the disk for one
 checkpoint, the file dropped from the page cache first (/proc/self/io ``read_bytes``):
@@ -44,10 +46,12 @@ from mmengine.dataset import BaseDataset
 from PIL import Image
 
 from mmpvt.checkpoint import load_file
-from mmpvt.launch import data_checks
+from mmpvt.launch import data_checks, label_checks
 from mmpvt.launch.checkpoints import checkpoint_shapes
 from mmpvt.launch.coco_checks import check_coco_file
-from mmpvt.launch.data_checks import check_image_files, check_label_map
+from mmpvt.launch.data_checks import check_image_files
+from mmpvt.launch.entry import run_tool
+from mmpvt.launch.label_checks import check_label_map, check_label_values
 
 COCO_TRAIN_IMAGES = 118_287
 COCO_TRAIN_ANNOTATIONS = 860_001
@@ -152,7 +156,15 @@ def label_map_cost(folder: str, pairs: int) -> dict:
     start = time.perf_counter()
     for image, label in paths:
         os.stat(image), os.stat(label)
-    return dict(seconds=headers, stat_seconds=time.perf_counter() - start)
+    stats = time.perf_counter() - start
+    label_checks.LABEL_VALUES_CACHE = osp.join(folder, 'label_values.json')
+    maps = [(label, os.stat(label)) for _, label in paths]
+    start = time.perf_counter()
+    check_label_values(maps, 150, reduce_zero_label=True)
+    decode = time.perf_counter() - start
+    start = time.perf_counter()
+    check_label_values(maps, 150, reduce_zero_label=True)
+    return dict(seconds=headers, stat_seconds=stats, values_seconds=decode, cached_seconds=time.perf_counter() - start)
 
 
 def disk_bytes(fn: Callable[[str], Any], path: str) -> int:
@@ -214,7 +226,9 @@ def main() -> None:
             cost = label_map_cost(folder, args.label_maps)
         print(
             f'check_label_map, {args.label_maps} image / label-map pairs (warm): {cost["seconds"]:.2f} s; '
-            f'one stat per file instead: {cost["stat_seconds"]:.2f} s'
+            f'one stat per file instead: {cost["stat_seconds"]:.2f} s; check_label_values (decoding every map on '
+            f'{os.cpu_count()} cores): {cost["values_seconds"]:.2f} s, '
+            f'again from its cache: {cost["cached_seconds"]:.2f} s'
         )
     if args.checkpoint_mb:
         with tempfile.TemporaryDirectory(dir='.') as folder:  # on the disk, not a tmpfs
@@ -224,4 +238,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

@@ -26,6 +26,7 @@ from mmengine.hooks import Hook
 
 from mmpvt.checkpoint import allow_mmengine_checkpoints
 from mmpvt.datasets import make_toy_ade, make_toy_coco
+from mmpvt.launch.entry import run_tool
 from mmpvt.launch.main import build_runner
 
 REPO = Path(__file__).resolve().parents[2]
@@ -171,4 +172,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from mmpvt.datasets import make_toy_coco  # noqa: E402
+from mmpvt.launch.entry import run_tool  # noqa: E402
 from mmpvt.launch.main import train  # noqa: E402
 
 SAMPLE_EVERY = 100
@@ -133,7 +134,7 @@ def growth_per_100(samples: list[dict[str, float]], warm_up: int) -> float | Non
     return float(np.polyfit(iters, rss, 1)[0] * 100)
 
 
-def main() -> None:
+def main() -> int:
     args = parse_args()
     work = Path(args.work_dir).resolve()
     train_dir = work / 'train'
@@ -167,8 +168,8 @@ def main() -> None:
     }
     (work / 'soak_report.json').write_text(json.dumps(report, indent=1))
     print(json.dumps({k: v for k, v in report.items() if k != 'rss_mib_per_100_iters'}, indent=1))
-    sys.exit(1 if failures else 0)
+    return 1 if failures else 0
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

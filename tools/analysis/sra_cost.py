@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from mmpvt.launch.entry import run_tool
 from mmpvt.layers import SpatialReductionAttention, sra_macs
 
 RATIOS = (1, 2, 4, 8)
@@ -130,4 +131,4 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)
