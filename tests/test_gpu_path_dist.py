@@ -268,7 +268,7 @@ def test_image_files_are_checked_on_rank_zero_only(tmp_path: Path, monkeypatch: 
     """On rank 1 nothing is stat'ed; rank 0's verdict (broadcast) is raised there."""
     dataset = _Dataset([str(tmp_path / f'{i}.jpg') for i in range(3)])
     loop = SimpleNamespace(dataloader=SimpleNamespace(dataset=dataset))
-    runner = SimpleNamespace(train_loop=loop, cfg=Config(dict()))
+    runner = SimpleNamespace(train_loop=loop, cfg=Config(dict()), model=torch.nn.Identity())  # a model without heads
     with pytest.raises(ConfigError, match=r'3 file\(s\) of the training set do not exist'):
         check_image_files(runner)  # not distributed: this process checks
 

@@ -135,11 +135,12 @@ def init_distributed(cfg: Config) -> None:
     if launcher == 'none' or is_distributed() or prepare_cpu_distributed(cfg, launcher):
         return
     init_dist(launcher, **dict((cfg.get('env_cfg') or {}).get('dist_cfg') or {}))
-    print_log(
-        f'distributed run: backend {torch_dist.get_backend()}, rank {torch_dist.get_rank()} of '
-        f'{torch_dist.get_world_size()} on cuda:{torch.cuda.current_device()}',
-        logger='current',
-    )
+    if torch_dist.is_initialized():  # what the group really is, not what the config asked for
+        print_log(
+            f'distributed run: backend {torch_dist.get_backend()}, rank {torch_dist.get_rank()} of '
+            f'{torch_dist.get_world_size()} on cuda:{torch.cuda.current_device()}',
+            logger='current',
+        )
 
 
 def on_rank_zero(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
