@@ -18,10 +18,20 @@ computation whenever its shortcut does not apply:
   alone (no depth-wise conv) runs that half on 2048 tokens at a time in inference, so the
   norm, the MLP's hidden layer and the residual add stay in cache.
 
+With ``dtype=torch.bfloat16`` (or ``'auto'`` on a CPU with AMX, :mod:`.cpu_features`) the
+PVT additionally runs its inference in bf16 (:class:`CpuPrecisionEntry`): the input is cast
+once, every product runs in bf16 on bf16 copies of the fp32 weights (:func:`cast_weight`,
+cached until a parameter changes) and the outputs are cast back. The parameters, the
+state dict and the fp32 outputs stay as they are; in training and under autograd the model
+runs as before (autocast, ``--amp``, is the training path).
+
 This is the only file that calls torch's private ``mkldnn._linear_pointwise``.
 """
 
 from __future__ import annotations
+
+import logging
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +39,10 @@ from torch import nn
 
 from ..layers import Mlp, PatchEmbed, SpatialReductionAttention
 from ..layers.tracing import tracing
-from .pvt import PVTBlock
+from .cpu_features import PrecisionChoice, choose_cpu_dtype
+from .pvt import PVTBlock, PyramidVisionTransformer
+
+logger = logging.getLogger(__name__)
 
 _MKLDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, '_linear_pointwise')
 
@@ -37,20 +50,74 @@ _MKLDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, '_l
 def kernels_apply(x: torch.Tensor, module: nn.Module) -> bool:
     """True if the inference-only shortcuts (:class:`GeluFusedMlp`, :class:`TokenChunkedBlock`) may run on ``x``.
 
-    That is: oneDNN is available, ``x`` is an fp32 CPU tensor, no autocast region would
-    change the dtype of the plain ops (the kernels take the fp32 weights as they are),
-    nothing needs a gradient, ``module`` is in eval mode (dropout is off) and nothing
-    is being traced.
+    That is: oneDNN is available, ``x`` is an fp32 or bf16 CPU tensor (the kernels compute in
+    ``x``'s dtype, on weights cast to it by :func:`cast_weight`), no autocast region would
+    change the dtype of the plain ops, nothing needs a gradient, ``module`` is in eval mode
+    (dropout is off) and nothing is being traced.
     """
     return (
         _MKLDNN
         and not module.training
         and not torch.is_grad_enabled()
         and x.device.type == 'cpu'
-        and x.dtype == torch.float32
+        and x.dtype in (torch.float32, torch.bfloat16)
         and not torch.is_autocast_enabled('cpu')
         and not tracing()
     )
+
+
+def cast_weight(
+    module: nn.Module,
+    name: str,
+    dtype: torch.dtype,
+    prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor | None:
+    """``module``'s parameter ``name`` in ``dtype`` (after ``prepare``), from a cache that follows the parameter.
+
+    The parameter itself is returned when it already has ``dtype`` and nothing is to be
+    prepared, so fp32 inference uses the fp32 weights untouched. A cached copy is
+    rebuilt when the parameter is replaced, moved, or changed in place through autograd's
+    view of it (an optimizer step, ``load_state_dict``, ``copy_``): its data pointer or
+    version counter then differs. Writes through ``param.data`` (mmengine's EMAHook swaps
+    weights that way) bump no version: call :func:`refresh_cast_weights` after them
+    (:class:`~mmpvt.engine.hooks.CpuFastPathsHook` does before every validation and test).
+    """
+    param = getattr(module, name)
+    if param is None or (param.dtype == dtype and prepare is None):
+        return param
+    stamp = (param.data_ptr(), param._version, param.device, param.shape)
+    cache = module.__dict__.setdefault('_cast_weights', {})
+    key = (name, dtype, prepare)
+    hit = cache.get(key)
+    if hit is None or hit[0] != stamp:
+        with torch.no_grad():
+            weight = param.detach()
+            weight = (prepare(weight) if prepare is not None else weight).to(dtype).contiguous()
+        hit = cache[key] = (stamp, weight)
+    return hit[1]
+
+
+def refresh_cast_weights(model: nn.Module) -> None:
+    """Drop every cached weight copy of :func:`cast_weight` in ``model``; the next call casts afresh."""
+    for module in model.modules():
+        module.__dict__.pop('_cast_weights', None)
+
+
+def fused_linear(
+    x: torch.Tensor,
+    module: nn.Module,
+    attr: str = 'none',
+    prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """``F.linear(x, W, b)`` with ``attr`` (``'none'`` or ``'gelu'``, exact) as a oneDNN post-op, in ``x``'s dtype.
+
+    W and b are ``module.weight`` (after ``prepare``, which must return a matrix) and
+    ``module.bias`` from :func:`cast_weight`: the fp32 parameters themselves for fp32 ``x``,
+    cached copies otherwise. CPU inference only (no autograd formula).
+    """
+    weight = cast_weight(module, 'weight', x.dtype, prepare)
+    bias = cast_weight(module, 'bias', x.dtype)
+    return torch.ops.mkldnn._linear_pointwise(x.contiguous(), weight, bias, attr, [], 'none' if attr == 'gelu' else '')
 
 
 def is_patch_conv(conv: nn.Conv2d) -> bool:
@@ -76,25 +143,38 @@ def strided_patch_linear(x_map: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
 
     Returns:
         (B, N, C_out) tokens of the (H // kh)×(W // kw) output map, row-major.
+
+    In inference with ``x_map`` in another dtype than the conv's weight (bf16 activations, fp32
+    weights), the GEMM runs in ``x_map``'s dtype on a cached copy of the weight matrix.
     """
     b, c, h, w = x_map.shape
     kh, kw = conv.kernel_size
     ho, wo = h // kh, w // kw
-    weight = conv.weight
     if x_map.is_contiguous(memory_format=torch.channels_last) and c > 1:
         nhwc = x_map.permute(0, 2, 3, 1)[:, : ho * kh, : wo * kw]
         patches = nhwc.reshape(b, ho, kh, wo, kw, c).permute(0, 1, 3, 2, 4, 5)  # (B, H', W', kh, kw, C)
-        weight = weight.permute(0, 2, 3, 1)  # (C_out, kh, kw, C) to match
+        matrix = _nhwc_weight_matrix  # (C_out, kh·kw·C) to match
     else:
         nchw = x_map[:, :, : ho * kh, : wo * kw]
         patches = nchw.reshape(b, c, ho, kh, wo, kw).permute(0, 2, 4, 1, 3, 5)  # (B, H', W', C, kh, kw)
+        matrix = _nchw_weight_matrix
     patches = patches.reshape(b, ho * wo, c * kh * kw)
-    return F.linear(patches, weight.reshape(weight.shape[0], -1), conv.bias)
+    if x_map.dtype != conv.weight.dtype and kernels_apply(x_map, conv):
+        return fused_linear(patches, conv, prepare=matrix)
+    return F.linear(patches, matrix(conv.weight), conv.bias)
+
+
+def _nhwc_weight_matrix(weight: torch.Tensor) -> torch.Tensor:
+    return weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1)
+
+
+def _nchw_weight_matrix(weight: torch.Tensor) -> torch.Tensor:
+    return weight.reshape(weight.shape[0], -1)
 
 
 def linear_gelu(x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
-    """``F.gelu(linear(x))`` in one oneDNN call (GELU as a post-op); fp32 CPU inference only."""
-    return torch.ops.mkldnn._linear_pointwise(x.contiguous(), linear.weight, linear.bias, 'gelu', [], 'none')
+    """``F.gelu(linear(x))`` in one oneDNN call (GELU as a post-op), in ``x``'s dtype; CPU inference only."""
+    return fused_linear(x, linear, 'gelu')
 
 
 class PatchGemmConv2d(nn.Conv2d):
@@ -125,7 +205,7 @@ def _watched(module: nn.Module) -> bool:
 
 
 class GeluFusedMlp(Mlp):
-    """A v1 MLP (``fc1 -> GELU -> fc2``) whose ``gelu(fc1(x))`` is one oneDNN call in fp32 CPU inference.
+    """A v1 MLP (``fc1 -> GELU -> fc2``) whose ``gelu(fc1(x))`` is one oneDNN call in CPU inference.
 
     The kernel replaces the calls of ``fc1`` and ``act``, so it steps aside (the plain
     :meth:`Mlp.forward` runs) whenever a forward hook watches either of them, besides the
@@ -161,7 +241,77 @@ class TokenChunkedBlock(PVTBlock):
         return out
 
 
-def optimize_for_cpu_inference(model: nn.Module) -> nn.Module:
+class CastLinear(nn.Linear):
+    """A Linear that, in CPU inference on tokens of another dtype than its weight, runs in the tokens' dtype.
+
+    The bf16 path's linears (:class:`CpuPrecisionEntry`): one oneDNN call on cached bf16
+    copies of the fp32 weight and bias (:func:`cast_weight`), with the bias added in the
+    kernel rather than broadcast into the output first. Everywhere else the plain Linear.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (..., in_features) -> (..., out_features)."""
+        if x.dtype == self.weight.dtype or not kernels_apply(x, self):
+            return super().forward(x)
+        return fused_linear(x, self)
+
+
+class CastConv2d(nn.Conv2d):
+    """A Conv2d that, in CPU inference on a map of another dtype than its weight, runs in the map's dtype.
+
+    The bf16 path's overlapping patch embeddings, depth-wise convs and linear-SRA 1×1 convs
+    (PVTv2) use cached bf16 copies of the weight and bias; everywhere else the plain Conv2d.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, C_in, H, W) -> (B, C_out, H', W')."""
+        if x.dtype == self.weight.dtype or not kernels_apply(x, self):
+            return super().forward(x)
+        return self._conv_forward(x, cast_weight(self, 'weight', x.dtype), cast_weight(self, 'bias', x.dtype))
+
+
+class CpuPrecisionEntry(nn.Module):
+    """Mixed into a PVT's class by :func:`optimize_for_cpu_inference`: runs its CPU inference in ``cpu_dtype``.
+
+    In bf16 CPU inference (eval mode, no gradient, not tracing) the fp32 input is cast to
+    bf16 once, the backbone runs with autocast off (its layers compute in bf16 on cached
+    weight copies, so no cast happens between them), and the maps come back in fp32, or
+    in autocast's dtype inside an autocast region. Everywhere else, and with
+    ``cpu_dtype=torch.float32``, the PVT's own ``forward`` runs unchanged.
+    """
+
+    cpu_dtype: torch.dtype = torch.float32
+    cpu_precision: PrecisionChoice | None = None
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """x: (B, C_in, H, W) images -> the PVT's maps, in ``x``'s dtype (autocast's inside autocast)."""
+        if self.cpu_dtype == torch.float32 or x.dtype != torch.float32 or not _entry_applies(x, self):
+            return super().forward(x)
+        out_dtype = torch.get_autocast_dtype('cpu') if torch.is_autocast_enabled('cpu') else x.dtype
+        with torch.autocast('cpu', enabled=False):
+            outs = super().forward(x.to(self.cpu_dtype))
+        return tuple(out.to(out_dtype) for out in outs)
+
+
+def _entry_applies(x: torch.Tensor, module: nn.Module) -> bool:
+    """Like :func:`kernels_apply`, but an autocast region is allowed: the entry switches it off inside."""
+    return _MKLDNN and not module.training and not torch.is_grad_enabled() and x.device.type == 'cpu' and not tracing()
+
+
+_ENTRY_CLASSES: dict[type, type] = {}
+
+
+def _with_entry(model: nn.Module) -> None:
+    """Change ``model``'s class to a subclass that mixes in :class:`CpuPrecisionEntry` (once)."""
+    cls = type(model)
+    if issubclass(cls, CpuPrecisionEntry):
+        return
+    if cls not in _ENTRY_CLASSES:
+        _ENTRY_CLASSES[cls] = type(cls.__name__, (CpuPrecisionEntry, cls), {'__module__': cls.__module__})
+    model.__class__ = _ENTRY_CLASSES[cls]
+
+
+def optimize_for_cpu_inference(model: nn.Module, dtype: str | torch.dtype = torch.float32) -> nn.Module:
     """Switch on the CPU fast paths in every PVT layer of ``model`` (a backbone or a whole detector).
 
     Changes, in place, the class of:
@@ -179,9 +329,26 @@ def optimize_for_cpu_inference(model: nn.Module) -> nn.Module:
     count FLOPs on the plain model. PVTv2's overlapping patch embeddings and depth-wise-conv MLPs are left
     plain: no shortcut measured faster for them. Applying it twice changes nothing more.
 
+    With a lower ``dtype`` every PVT also gets :class:`CpuPrecisionEntry` mixed into its
+    class and its linears and other convs become :class:`CastLinear` / :class:`CastConv2d`:
+    its CPU inference then runs in that dtype on cached copies of the fp32 weights, and
+    its outputs are cast back. Applying the step again with ``torch.float32`` switches
+    that off (the classes stay; they run the fp32 path).
+
+    Args:
+        model: the model; changed in place.
+        dtype: ``torch.float32`` (default: outputs as the plain model's), ``torch.bfloat16``
+            (or ``'bfloat16'``), or ``'auto'``: bf16 where the CPU has a bf16 matrix unit,
+            else fp32 (:func:`~mmpvt.models.cpu_features.choose_cpu_dtype`, which is logged).
+
     Returns:
         ``model`` itself.
     """
+    choice = choose_cpu_dtype(dtype)
+    if dtype == 'auto':
+        logger.info('mmpvt CPU inference runs in %s', choice)
+    cast = choice.dtype != torch.float32
+    entries = []
     for module in list(model.modules()):
         if isinstance(module, PatchEmbed):
             _use_patch_gemm(module.proj)
@@ -191,7 +358,23 @@ def optimize_for_cpu_inference(model: nn.Module) -> nn.Module:
             module.__class__ = TokenChunkedBlock
         if _plain_gelu_mlp(module):
             module.__class__ = GeluFusedMlp
+        if isinstance(module, PyramidVisionTransformer) and (cast or isinstance(module, CpuPrecisionEntry)):
+            entries.append(module)
+    for pvt in entries:  # after the loop: the patch convs must have become GEMMs first
+        _with_entry(pvt)
+        pvt.cpu_dtype, pvt.cpu_precision = choice.dtype, choice
+        if cast:
+            _cast_layers(pvt)
     return model
+
+
+def _cast_layers(pvt: nn.Module) -> None:
+    """Every plain Linear and Conv2d of ``pvt`` to :class:`CastLinear` / :class:`CastConv2d` (patch GEMMs stay)."""
+    for module in pvt.modules():
+        if type(module) is nn.Linear:
+            module.__class__ = CastLinear
+        elif type(module) is nn.Conv2d:
+            module.__class__ = CastConv2d
 
 
 def _plain_gelu_mlp(module: nn.Module) -> bool:
@@ -200,7 +383,7 @@ def _plain_gelu_mlp(module: nn.Module) -> bool:
         type(module) is Mlp
         and module.dwconv is None
         and not module.relu
-        and type(module.fc1) is nn.Linear
+        and type(module.fc1) in (nn.Linear, CastLinear)
         and type(module.act) is nn.GELU
         and module.act.approximate == 'none'
     )
