@@ -23,6 +23,7 @@ from mmengine.utils import track_iter_progress
 from mmpvt import optimize_for_cpu_inference
 from mmpvt.checkpoint import allow_mmengine_checkpoints
 from mmpvt.launch.config_checks import load_config
+from mmpvt.models.cpu_features import choose_cpu_dtype
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
@@ -36,6 +37,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--out-dir', default='demo_out', help='folder for the drawn results')
     parser.add_argument('--score-thr', type=float, default=0.3, help='detections below this score are not drawn')
     parser.add_argument('--device', help='cpu or cuda:N (default: cuda:0 when CUDA is available, else cpu)')
+    parser.add_argument(
+        '--amp',
+        action='store_true',
+        help='mixed precision: float16 autocast on a GPU; on a CPU the PVT backbone in bfloat16 where the CPU has '
+        'a bf16 matrix unit (AMX), fp32 elsewhere (printed)',
+    )
     args = parser.parse_args(argv)
     if args.device is None:
         args.device = default_device()
@@ -61,8 +68,8 @@ def list_images(path: str) -> list[str]:
     return images
 
 
-def build(cfg, checkpoint: str, device: str):
-    """(model, inference function, visualizer) for the config's library."""
+def build(cfg, checkpoint: str, device: str, amp: bool = False):
+    """(model, inference function, visualizer) for the config's library; ``amp``: see ``--amp``."""
     if cfg.default_scope == 'mmdet':
         from mmdet.apis import inference_detector as infer
         from mmdet.apis import init_detector as init
@@ -71,7 +78,10 @@ def build(cfg, checkpoint: str, device: str):
         from mmseg.apis import inference_model as infer
         from mmseg.apis import init_model as init
         from mmseg.registry import VISUALIZERS
-    model = optimize_for_cpu_inference(init(cfg, checkpoint, device=device))  # steps aside on a GPU
+    choice = choose_cpu_dtype('auto' if amp and device == 'cpu' else 'float32')
+    if amp and device == 'cpu':
+        print(f'--amp: the PVT backbone runs in {choice}')
+    model = optimize_for_cpu_inference(init(cfg, checkpoint, device=device), choice)  # steps aside on a GPU
     cfg.visualizer.vis_backends = [dict(type='LocalVisBackend')]
     cfg.visualizer.save_dir = None
     visualizer = VISUALIZERS.build(cfg.visualizer)
@@ -86,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     images = list_images(args.input)
     if args.out_file and len(images) > 1:
         raise SystemExit('--out-file names one picture; the input is a folder: use --out-dir')
-    model, infer, visualizer = build(cfg, args.checkpoint, args.device)
+    model, infer, visualizer = build(cfg, args.checkpoint, args.device, args.amp)
+    gpu_amp = args.amp and args.device != 'cpu'
     if not args.out_file:  # mmcv.imwrite makes the folder of --out-file itself
         os.makedirs(args.out_dir, exist_ok=True)
     written = []
@@ -95,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         image = mmcv.imread(path, flag='color', channel_order='rgb')
         if image is None:
             raise SystemExit(f'cannot decode image: {path}')
-        result = infer(model, path)
+        with torch.autocast('cuda', torch.float16, enabled=gpu_amp):
+            result = infer(model, path)
         name = osp.splitext(osp.basename(path))[0]
         out_file = args.out_file or osp.join(args.out_dir, f'{name}.png')
         extra = dict(pred_score_thr=args.score_thr) if cfg.default_scope == 'mmdet' else {}

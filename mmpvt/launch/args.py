@@ -53,6 +53,12 @@ def test_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument('--show-dir', help='draw the predictions and save the images under this directory')
     parser.add_argument(
+        '--amp',
+        action='store_true',
+        help='mixed-precision inference: float16 autocast on a GPU; on a CPU the PVT backbone in bfloat16 where '
+        'the CPU has a bf16 matrix unit (AMX), fp32 elsewhere (the log says which)',
+    )
+    parser.add_argument(
         '--tta',
         action='store_true',
         help="test-time augmentation with the config's tta_model and tta_pipeline (for a detector without them: "

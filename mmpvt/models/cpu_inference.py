@@ -253,7 +253,7 @@ class TokenChunkedBlock(PVTBlock):
     def mlp_residual(self, x: torch.Tensor, hw_shape: tuple[int, int]) -> torch.Tensor:
         """x: (B, N, C) tokens of an H×W map -> ``x + MLP(LN(x))``, (B, N, C)."""
         chunk = self.chunk_tokens * 4 // x.element_size()
-        if x.shape[1] <= chunk or not kernels_apply(x, self):
+        if not kernels_apply(x, self) or x.shape[1] <= chunk:
             return super().mlp_residual(x, hw_shape)
         out = torch.empty_like(x)
         for start in range(0, x.shape[1], chunk):
@@ -347,7 +347,9 @@ def _with_entry(model: nn.Module) -> None:
     model.__class__ = _ENTRY_CLASSES[cls]
 
 
-def optimize_for_cpu_inference(model: nn.Module, dtype: str | torch.dtype = torch.float32) -> nn.Module:
+def optimize_for_cpu_inference(
+    model: nn.Module, dtype: str | torch.dtype | PrecisionChoice = torch.float32
+) -> nn.Module:
     """Switch on the CPU fast paths in every PVT layer of ``model`` (a backbone or a whole detector).
 
     Changes, in place, the class of:
@@ -375,12 +377,13 @@ def optimize_for_cpu_inference(model: nn.Module, dtype: str | torch.dtype = torc
         model: the model; changed in place.
         dtype: ``torch.float32`` (default: outputs as the plain model's), ``torch.bfloat16``
             (or ``'bfloat16'``), or ``'auto'``: bf16 where the CPU has a bf16 matrix unit,
-            else fp32 (:func:`~mmpvt.models.cpu_features.choose_cpu_dtype`, which is logged).
+            else fp32 (:func:`~mmpvt.models.cpu_features.choose_cpu_dtype`, which is logged),
+            or a choice that function made.
 
     Returns:
         ``model`` itself.
     """
-    choice = choose_cpu_dtype(dtype)
+    choice = dtype if isinstance(dtype, PrecisionChoice) else choose_cpu_dtype(dtype)
     if dtype == 'auto':
         logger.info('mmpvt CPU inference runs in %s', choice)
     cast = choice.dtype != torch.float32
@@ -414,6 +417,11 @@ def _cast_layers(pvt: nn.Module) -> None:
             module.compute_dtype = pvt.cpu_dtype
     stem = pvt.stages[0].patch_embed.proj
     stem.compute_dtype, stem.output_dtype = None, pvt.cpu_dtype
+
+
+def cpu_precision(model: nn.Module) -> PrecisionChoice | None:
+    """The precision chosen for the first PVT in ``model`` by :func:`optimize_for_cpu_inference`, if any."""
+    return next((m.cpu_precision for m in model.modules() if isinstance(m, CpuPrecisionEntry)), None)
 
 
 def _plain_gelu_mlp(module: nn.Module) -> bool:
