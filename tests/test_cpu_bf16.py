@@ -74,7 +74,7 @@ def test_a_requested_dtype_is_honoured(name: str, dtype: torch.dtype) -> None:
 
 @pytest.mark.parametrize('bad', ['float16', torch.float16, 'fast'])
 def test_an_unknown_dtype_is_refused(bad: str | torch.dtype) -> None:
-    with pytest.raises(ValueError, match='float32|bfloat16'):
+    with pytest.raises(ValueError, match=r'float32|bfloat16'):
         choose_cpu_dtype(bad)
 
 
