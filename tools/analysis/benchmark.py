@@ -445,6 +445,10 @@ def args_device_name() -> str:
 
 
 def print_table(results: dict[str, Any]) -> None:
+    if not any(name.startswith(('infer', 'train', 'retinanet', 'memory')) for name in results):
+        print_bf16_table(results)
+        print(f'machine: {results["machine"]}')
+        return
     print(
         '\n| measurement | mmdet | mmpvt plain | mmpvt optimised | mmdet / optimised | plain / optimised |'
         '\n|---|---|---|---|---|---|'
