@@ -19,6 +19,7 @@ from mmpvt.models.cpu_inference import (
     CastConv2d,
     CastLinear,
     CpuPrecisionEntry,
+    TokenChunkedBlock,
     cpu_precision,
     optimize_for_cpu_inference,
     refresh_cast_weights,
@@ -91,8 +92,6 @@ def test_flags_are_read_from_cpuinfo(tmp_path: Path) -> None:
 @pytest.mark.parametrize('hw', [(64, 64), (67, 93), (392, 400)])
 def test_bf16_outputs_are_within_the_bound_of_fp32(arch: str, hw: tuple[int, int]) -> None:
     """392×400: stage 1 has 98·100 = 9800 tokens, more than one bf16 chunk of the v1 MLP (the last one ragged)."""
-    from mmpvt.models.cpu_inference import TokenChunkedBlock
-
     assert TokenChunkedBlock.chunk_tokens_bf16 < 98 * 100 < 2 * TokenChunkedBlock.chunk_tokens_bf16
     model = pvt(arch)
     fast = optimize_for_cpu_inference(copy.deepcopy(model), torch.bfloat16)
