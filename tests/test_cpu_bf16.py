@@ -8,6 +8,7 @@ follows the CPU's flags at its edges.
 from __future__ import annotations
 
 import copy
+import pickle
 from pathlib import Path
 
 import pytest
@@ -151,6 +152,18 @@ def test_parameters_keys_and_the_fp32_path_are_untouched() -> None:
     with torch.no_grad():
         for a, b in zip(model(x), fp32_fast, strict=True):
             assert torch.equal(a, b)
+
+
+def test_a_bf16_model_pickles_and_copies() -> None:
+    """``torch.save`` of the whole module (weights_only=False) and ``copy.deepcopy`` (EMAHook) keep the bf16 path."""
+    model = optimize_for_cpu_inference(pvt('tiny'), torch.bfloat16)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected_maps = model(x)
+        for clone in (pickle.loads(pickle.dumps(model)), copy.deepcopy(model)):
+            assert isinstance(clone, CpuPrecisionEntry) and type(clone) is type(model)
+            for a, b in zip(clone(x), expected_maps, strict=True):
+                assert torch.equal(a, b)
 
 
 def test_v2_convs_are_cast_and_the_rest_of_a_model_is_not() -> None:

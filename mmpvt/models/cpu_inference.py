@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -322,6 +323,11 @@ class CpuPrecisionEntry(nn.Module):
     cpu_dtype: torch.dtype = torch.float32
     cpu_precision: PrecisionChoice | None = None
 
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
+        """Pickle as the plain PVT class (the mixed class is made at run time), mixing the entry in when loaded."""
+        rebuild, (cls, *args), *state = super().__reduce_ex__(protocol)
+        return (_restore_entry, (rebuild, cls.__bases__[1], *args), *state)
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """x: (B, C_in, H, W) images -> the PVT's maps, in ``x``'s dtype (autocast's inside autocast)."""
         if self.cpu_dtype == torch.float32 or x.dtype != torch.float32 or not _entry_applies(x, self):
@@ -338,6 +344,13 @@ def _entry_applies(x: torch.Tensor, module: nn.Module) -> bool:
 
 
 _ENTRY_CLASSES: dict[type, type] = {}
+
+
+def _restore_entry(rebuild: Callable[..., Any], cls: type, *args: Any) -> nn.Module:
+    """Unpickle a PVT saved with :class:`CpuPrecisionEntry` mixed in: build the plain class, mix the entry in again."""
+    model = rebuild(cls, *args)
+    _with_entry(model)
+    return model
 
 
 def _with_entry(model: nn.Module) -> None:
