@@ -226,7 +226,7 @@ class GeluFusedMlp(Mlp):
 
     The kernel replaces the calls of ``fc1`` and ``act``, so it steps aside (the plain
     :meth:`Mlp.forward` runs) whenever a forward hook watches either of them, besides the
-    conditions of :func:`kernels_apply`.
+    conditions of :func:`kernels_apply`. ``compute_dtype``: the kernel's dtype (None: the input's).
     """
 
     compute_dtype: torch.dtype | None = None
@@ -272,6 +272,7 @@ class CastLinear(nn.Linear):
     The bf16 path's linears (:class:`CpuPrecisionEntry`): one oneDNN call on cached bf16
     copies of the fp32 weight and bias (:func:`cast_weight`), with the bias added in the
     kernel rather than broadcast into the output first. Everywhere else the plain Linear.
+    ``compute_dtype``: the product's dtype in inference (None: the input's).
     """
 
     compute_dtype: torch.dtype | None = None
@@ -289,6 +290,7 @@ class CastConv2d(nn.Conv2d):
 
     The bf16 path's overlapping patch embeddings, depth-wise convs and linear-SRA 1×1 convs
     (PVTv2) use cached bf16 copies of the weight and bias; everywhere else the plain Conv2d.
+    ``compute_dtype`` and ``output_dtype`` as in :class:`PatchGemmConv2d`.
     """
 
     compute_dtype: torch.dtype | None = None
