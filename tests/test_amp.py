@@ -10,13 +10,16 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import logged_records, small_config
+from mmengine.config import Config
 from mmengine.logging import MMLogger
 from torch import nn
 
+from mmpvt.engine.hooks import CpuFastPathsHook
 from mmpvt.engine.optim import CpuAmpOptimWrapper
 from mmpvt.launch import ConfigError
 from mmpvt.launch import main as launch
-from mmpvt.launch.config_checks import amp_optim_wrapper
+from mmpvt.launch.config_checks import amp_inference, amp_optim_wrapper
+from mmpvt.models.cpu_features import choose_cpu_dtype
 
 
 @pytest.mark.slow
@@ -26,7 +29,8 @@ def test_amp_trains_the_toy_retinanet(toy_coco: Path, tmp_path: Path) -> None:
     # bfloat16 weight gradient of a convolution over a 1×1 map is wrong (docs/reliability.md): the scaler
     # then skips those steps, as it should, but the run is not the clean one this test is about.
     size = ['--cfg-options', 'train_dataloader.dataset.pipeline.2.scale=(128,128)']
-    launch.train([str(config), '--work-dir', str(tmp_path / 'work'), '--amp', *size])
+    # --amp-dtype bfloat16: bf16 whatever the CPU (--amp alone stays fp32 on a CPU without a bf16 matrix unit)
+    launch.train([str(config), '--work-dir', str(tmp_path / 'work'), '--amp-dtype', 'bfloat16', *size])
     records = logged_records(tmp_path / 'work')
     losses = [r['loss'] for r in records if 'loss' in r]
     assert len(losses) == 28
@@ -39,10 +43,29 @@ def test_amp_trains_the_toy_retinanet(toy_coco: Path, tmp_path: Path) -> None:
 
 
 def test_amp_picks_the_wrapper_for_the_device() -> None:
+    """A GPU: float16 AMP. A CPU: bf16 AMP where it pays (a bf16 matrix unit), else the fp32 wrapper stays."""
     optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-4))
     amp_optim_wrapper(optim_wrapper)
-    expected = 'AmpOptimWrapper' if torch.cuda.is_available() else 'CpuAmpOptimWrapper'
-    assert optim_wrapper == dict(type=expected, optimizer=dict(type='AdamW', lr=1e-4), loss_scale='dynamic')
+    if torch.cuda.is_available():
+        expected = 'AmpOptimWrapper'
+    else:
+        expected = 'CpuAmpOptimWrapper' if choose_cpu_dtype('auto').dtype == torch.bfloat16 else 'OptimWrapper'
+    assert optim_wrapper['type'] == expected
+    assert optim_wrapper['optimizer'] == dict(type='AdamW', lr=1e-4)
+
+
+def test_test_amp_picks_the_inference_precision_for_the_device() -> None:
+    cfg = Config(dict(custom_hooks=[dict(type='CpuFastPathsHook'), dict(type='EMAHook')], test_cfg=dict()))
+    amp_inference(cfg)
+    if torch.cuda.is_available():
+        assert cfg.test_cfg.fp16 is True
+    else:  # one CpuFastPathsHook, choosing by the hardware; the config's other hooks stay
+        assert cfg.custom_hooks == [dict(type='EMAHook'), dict(type='CpuFastPathsHook', dtype='auto')]
+
+
+def test_the_hook_refuses_an_unknown_dtype_when_built() -> None:
+    with pytest.raises(ValueError, match='unknown CPU dtype'):
+        CpuFastPathsHook(dtype='half')
 
 
 def test_amp_dtype_on_the_cpu_is_bfloat16_only() -> None:

@@ -11,7 +11,9 @@ from mmengine.runner import Runner
 
 from mmpvt.engine.hooks import CpuFastPathsHook, LabelValuesHook
 from mmpvt.launch.main import build_runner
-from mmpvt.models.cpu_inference import PatchGemmConv2d
+from mmpvt.models.cpu_inference import CpuPrecisionEntry, PatchGemmConv2d
+
+CAST_CACHE = '_cast_weights'  # where cast_weight keeps its copies on a module
 
 
 def patch_gemms(model: torch.nn.Module) -> int:
@@ -67,3 +69,23 @@ def test_the_runners_table_of_hooks_lists_the_hooks_our_tools_add(toy_coco: Path
     before_run = table.split('before_run:')[1].split('\n\n')[0]
     assert 'CpuFastPathsHook' in before_run
     assert '(VERY_HIGH   ) LabelValuesHook' in table.split('before_train_iter:')[1].split('\n\n')[0]
+
+
+def test_the_hook_runs_validation_in_bf16_on_fresh_weight_copies(toy_coco: Path, tmp_path: Path) -> None:
+    """``dtype='bfloat16'``: the backbone's inference runs in bf16; the copies are dropped before each validation."""
+    cfg = toy_config('retinanet_pvt_t_fpn_toy_coco', toy_coco, tmp_path)
+    cfg.custom_hooks = [dict(type='CpuFastPathsHook', dtype='bfloat16')]
+    runner = build_runner(cfg)
+    model = runner.model.eval()
+    plain = copy.deepcopy(model)
+    runner.call_hook('before_run')
+    assert isinstance(model.backbone, CpuPrecisionEntry) and model.backbone.cpu_dtype == torch.bfloat16
+    image = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ours, theirs = model.backbone(image), plain.backbone(image)
+        scale = max(t.abs().max().item() for t in theirs)
+        assert max((a - b).abs().max().item() for a, b in zip(ours, theirs)) <= 3e-2 * scale
+        assert any(CAST_CACHE in vars(m) for m in model.modules())
+    hook = next(h for h in runner.hooks if isinstance(h, CpuFastPathsHook))
+    hook.before_val_iter(runner, batch_idx=0)
+    assert not any(CAST_CACHE in vars(m) for m in model.modules())

@@ -41,6 +41,7 @@ from mmpvt.launch.checkpoints import load_checked
 from mmpvt.launch.class_checks import dataset_classes, dataset_type
 from mmpvt.launch.config_checks import load_config
 from mmpvt.launch.entry import run_tool
+from mmpvt.models.cpu_features import choose_cpu_dtype
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
@@ -64,6 +65,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--batch-size', type=int, default=1, help='images per forward pass')
     parser.add_argument('--pred-out', help='also save the predictions of every image to this JSON file')
     parser.add_argument('--device', help='cpu or cuda:N (default: cuda:0 when CUDA is available, else cpu)')
+    parser.add_argument(
+        '--amp',
+        action='store_true',
+        help='mixed precision: float16 autocast on a GPU; on a CPU the PVT backbone in bfloat16 where the CPU has '
+        'a bf16 matrix unit (AMX), fp32 elsewhere (printed)',
+    )
     parser.add_argument('--cfg-options', nargs='+', action=CfgOptionsAction, help='override config settings')
     args = parser.parse_args(argv)
     if args.device is None:
@@ -168,14 +175,18 @@ def dataset_meta(cfg: Config, model: nn.Module, checkpoint: Mapping[str, Any]) -
     return found
 
 
-def build(cfg: Config, checkpoint: str, device: str) -> tuple[nn.Module, Callable[..., Any], Any]:
-    """(model, inference function, visualizer) for the config's library, the checkpoint checked and loaded."""
+def build(cfg: Config, checkpoint: str, device: str, amp: bool = False) -> tuple[nn.Module, Callable[..., Any], Any]:
+    """(model, inference function, visualizer) for the config's library, the checkpoint checked and loaded;
+    ``amp``: see ``--amp``."""
     init, infer, visualizers = library(cfg.default_scope)
     with warnings.catch_warnings(record=True):  # "checkpoint is None, use COCO classes": the checkpoint's come next
         model = init(cfg, None, device='cpu')
     loaded = load_checked(model, checkpoint)  # another model's checkpoint: refused, not loaded leniently
     model.dataset_meta = dataset_meta(cfg, model, loaded)
-    model = optimize_for_cpu_inference(model.to(device).eval())  # steps aside on a GPU
+    choice = choose_cpu_dtype('auto' if amp and device == 'cpu' else 'float32')
+    if amp and device == 'cpu':
+        print(f'--amp: the PVT backbone runs in {choice}')
+    model = optimize_for_cpu_inference(model.to(device).eval(), choice)  # steps aside on a GPU
     cfg.visualizer.vis_backends = None  # the pictures go to out_file: no backend, no save_dir
     cfg.visualizer.save_dir = None
     visualizer = visualizers.build(cfg.visualizer)
@@ -234,13 +245,15 @@ def main(argv: list[str] | None = None) -> int:
             logger='current',
         )
     check_images(images)  # every input is an image before anything is written
-    model, infer, visualizer = build(cfg, args.checkpoint, args.device)
+    model, infer, visualizer = build(cfg, args.checkpoint, args.device, args.amp)
+    gpu_amp = args.amp and args.device != 'cpu'
     if not args.out_file:  # mmcv.imwrite makes the folder of --out-file itself
         os.makedirs(args.out_dir, exist_ok=True)
     written, predictions = [], {}
     batches = [images[i : i + args.batch_size] for i in range(0, len(images), args.batch_size)]
     for batch in track_iter_progress(batches) if len(batches) > 1 else batches:
-        results = infer(model, batch)
+        with torch.autocast('cuda', torch.float16, enabled=gpu_amp):
+            results = infer(model, batch)
         for path, result in zip(batch, results):
             name = osp.splitext(osp.basename(path))[0]
             out_file = args.out_file or osp.join(args.out_dir, f'{name}.png')

@@ -8,7 +8,9 @@ present. :class:`CpuAmpOptimWrapper` is that wrapper with torch's CPU
 runs under ``torch.autocast('cpu', torch.bfloat16)``,
 and a step whose gradients hold inf or NaN is skipped (the scale halves) and
 reported, as the CUDA loss scaler does, instead of writing NaN into the weights.
-``tools/train.py --amp`` picks fp16 ``AmpOptimWrapper`` with CUDA and this one without.
+``tools/train.py --amp`` picks fp16 ``AmpOptimWrapper`` with CUDA and this one on a CPU with a bf16
+matrix unit (AMX); on other CPUs it stays in fp32, which is faster there
+(:func:`mmpvt.models.cpu_features.choose_cpu_dtype`; ``--amp-dtype bfloat16`` forces this wrapper).
 
 The CPU wrapper never meets a GPU: it refuses parameters on an accelerator, and
 ``tools/train.py`` refuses a config naming it (one dumped by a CPU ``--amp`` run)

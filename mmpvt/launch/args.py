@@ -67,6 +67,12 @@ def test_parser() -> argparse.ArgumentParser:
         '--wait-time', type=float, default=2.0, help='seconds each image stays shown with --show (default: 2)'
     )
     parser.add_argument(
+        '--amp',
+        action='store_true',
+        help='mixed-precision inference: float16 autocast on a GPU; on a CPU the PVT backbone in bfloat16 where '
+        'the CPU has a bf16 matrix unit (AMX), fp32 elsewhere (the log says which)',
+    )
+    parser.add_argument(
         '--tta',
         action='store_true',
         help="test-time augmentation with the config's tta_model and tta_pipeline (for a detector without them: "

@@ -9,6 +9,7 @@
   the PVT's output channels, else the model fails deep in a convolution.
 * :func:`check_pretrained`: the backbone's ``Pretrained`` file exists.
 * :func:`check_amp_device`, :func:`amp_optim_wrapper`: ``--amp`` picks the optim wrapper of the device.
+* :func:`amp_inference`: ``tools/test.py --amp`` picks the inference precision of the device.
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ from typing import Any
 
 import torch
 from mmengine.config import Config
+from mmengine.logging import print_log
 from mmengine.runner import Runner
 
 from ..models import PVT, PVTv2, PyramidVisionTransformer
+from ..models.cpu_features import choose_cpu_dtype
 from ..models.pvt import arch_kwargs
 from . import ConfigError
 
@@ -272,7 +275,10 @@ def amp_optim_wrapper(optim_wrapper: dict[str, Any], dtype: str | None = None) -
     """Turn the config's ``optim_wrapper`` into a mixed-precision one, in place.
 
     CUDA: mmengine's ``AmpOptimWrapper`` (``dtype``, float16 by default; dynamic loss scale).
-    CPU: :class:`CpuAmpOptimWrapper` (bfloat16, dynamic loss scale).
+    CPU: :class:`CpuAmpOptimWrapper` (bfloat16, dynamic loss scale) where the CPU has a bf16
+    matrix unit (AMX) or ``dtype='bfloat16'`` asks for it; elsewhere the wrapper is left as it
+    is, since bf16 would train slower than fp32 there (:func:`~mmpvt.models.cpu_features.choose_cpu_dtype`).
+    The choice and its reason are logged.
 
     Args:
         optim_wrapper: the config's ``optim_wrapper``.
@@ -287,9 +293,28 @@ def amp_optim_wrapper(optim_wrapper: dict[str, Any], dtype: str | None = None) -
                 '--amp-dtype float16 needs a GPU: mixed precision on the CPU runs bfloat16 '
                 '(use --amp, or --amp-dtype bfloat16)'
             )
+        choice = choose_cpu_dtype(dtype or 'auto')
+        print_log(f'--amp on the CPU: training runs in {choice}', logger='current')
+        if choice.dtype == torch.float32:
+            return  # no bf16 matrix unit: bf16 would be slower; --amp-dtype bfloat16 forces it
         optim_wrapper['type'] = 'CpuAmpOptimWrapper'
     else:
         optim_wrapper['type'] = 'AmpOptimWrapper'
         if dtype:
             optim_wrapper['dtype'] = dtype
     optim_wrapper['loss_scale'] = 'dynamic'
+
+
+def amp_inference(cfg: Config) -> None:
+    """``tools/test.py --amp``: mixed-precision inference for the device, in place.
+
+    CUDA: mmengine's test loop under float16 autocast (``test_cfg.fp16``). CPU: the PVT
+    backbone in bf16 where the CPU has a bf16 matrix unit, fp32 elsewhere
+    (``CpuFastPathsHook(dtype='auto')``, which logs the choice); neck and head stay fp32.
+    """
+    if torch.cuda.is_available():
+        cfg.test_cfg = dict(cfg.get('test_cfg') or dict(type='TestLoop'), fp16=True)
+        return
+    hooks = cfg.get('custom_hooks') or []
+    others = [hook for hook in hooks if str(hook.get('type', '')).rsplit('.', 1)[-1] != 'CpuFastPathsHook']
+    cfg.custom_hooks = [*others, dict(type='CpuFastPathsHook', dtype='auto')]

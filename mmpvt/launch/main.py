@@ -34,7 +34,7 @@ from .args import test_parser, train_parser
 from .checkpoints import check_checkpoint_fits, check_load_from, checkpoint_shapes, local_load_from
 from .class_checks import check_num_classes
 from .coco_checks import check_annotation_files
-from .config_checks import amp_optim_wrapper, check_amp_device, check_pretrained, load_config
+from .config_checks import amp_inference, amp_optim_wrapper, check_amp_device, check_pretrained, load_config
 from .data_checks import check_data, check_image_files, check_train_data, explain_failure
 from .distributed import distributed_run, on_rank_zero, prepare_cpu_distributed, set_local_rank
 from .resume import check_work_dir, resume_from
@@ -261,6 +261,8 @@ def test_config(args: argparse.Namespace) -> Config:
         _enable_drawing(cfg, args.show_dir, args.show, args.wait_time)
     if args.tta:
         _enable_tta(cfg)
+    if args.amp:
+        amp_inference(cfg)
     check_data(cfg, ['test_dataloader'])
     return cfg
 

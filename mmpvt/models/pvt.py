@@ -179,8 +179,8 @@ class PVTStage(nn.Module):
         embedding reads that layout directly.
         """
         x, hw_shape = self.patch_embed(x)
-        if self.pos_embed is not None:
-            x = self.pos_drop(x + self.resized_pos_embed(hw_shape))
+        if self.pos_embed is not None:  # in the tokens' dtype: bf16 tokens stay bf16 beside fp32 weights
+            x = self.pos_drop(x + self.resized_pos_embed(hw_shape).to(x.dtype))
         # Checkpoint whenever the blocks train with grad, also when x itself needs none
         # (frozen_stages=0 freezes the patch embedding before stage 1's blocks).
         checkpointing = self.with_cp and self.training and torch.is_grad_enabled()

@@ -6,6 +6,8 @@ Usage:
     python tools/analysis/benchmark.py --json work_dirs/bench.json
     python tools/analysis/benchmark.py --device cuda --amp fp16
     python tools/analysis/benchmark.py --device cuda --arch b2 --tasks infer,train,memory  # PVTv2-b2
+    python tools/analysis/benchmark.py --tasks bf16 --infer-size 800 1333   # CPU: fp32 against bf16
+    python tools/analysis/benchmark.py --tasks bf16 --arch b2 --infer-size 512 512
 
 mmpvt runs twice, as built (plain module calls) and after ``mmpvt.optimize_for_cpu_inference``
 (the CPU fast paths the tools apply): ``mmpvt`` and ``mmpvt_fast`` in the results, with the
@@ -32,6 +34,15 @@ version did too.) Tasks:
 - ``gemm``: the machine's fp32 GEMM rate (square ``torch.mm``), measured next to the
   backbone timings, and the share of it the backbone achieves (multiply-adds from
   :func:`mmpvt.analysis.count_macs`, attention products included, × 2 FLOP).
+- ``bf16`` (CPU; not in the default set): fp32 against bf16, side by side. The machine's fp32
+  and bf16 GEMM rates; at each ``--infer-size`` mmdet's backbone in fp32 and under bf16
+  autocast, ours optimised in fp32 (``mmpvt``), in bf16 (``mmpvt_bf16``:
+  ``optimize_for_cpu_inference(model, torch.bfloat16)``) and plain under autocast
+  (``mmpvt_autocast``); each bf16 output's error against its own fp32 output (max |diff| /
+  max |fp32 output|); the share of the bf16 GEMM rate our bf16 path reaches. Then the
+  training step (``--train-size``) of both backbones in fp32 and under bf16 autocast (what
+  ``--amp`` runs on a CPU). The CPU's AMX flags and the precision ``--amp`` would choose are
+  in the machine record.
 
 Timings are medians of ``--repeats`` runs after ``--warmup`` runs, mmdet and ours
 alternating, so a noisy shared machine slows all alike.
@@ -56,6 +67,7 @@ import torch
 from torch import nn
 
 TASKS = ('infer', 'train', 'memory', 'detector', 'gemm')
+EXTRA_TASKS = ('bf16',)
 MMDET_DETECTOR = 'pvt/retinanet_pvt-{short}_fpn_1x_coco.py'  # in mmdet's packaged configs (mmdet::)
 MMDET_DEPTHS = {'tiny': [2, 2, 2, 2], 'small': [3, 4, 6, 3], 'medium': [3, 4, 18, 3], 'large': [3, 8, 27, 3]}
 MMDET_V2_DEPTHS = {'b2': [3, 4, 6, 3]}  # against mmdet's PyramidVisionTransformerV2 (its defaults are b2's)
@@ -68,7 +80,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         '--arch', default='small', choices=[*MMDET_DEPTHS, *MMDET_V2_DEPTHS], help='PVT v1 variant, or PVTv2-b2'
     )
-    parser.add_argument('--tasks', default=','.join(TASKS), help=f'comma-separated subset of {",".join(TASKS)}')
+    parser.add_argument(
+        '--tasks', default=','.join(TASKS), help=f'comma-separated subset of {",".join(TASKS + EXTRA_TASKS)}'
+    )
     parser.add_argument('--infer-size', nargs=2, type=int, action='append', metavar=('H', 'W'))
     parser.add_argument('--train-size', nargs=2, type=int, default=[512, 512], metavar=('H', 'W'))
     parser.add_argument('--train-batch', type=int, default=2)
@@ -95,9 +109,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.tolerance = args.tolerance or TOLERANCE[args.amp]
     if args.arch in MMDET_V2_DEPTHS and 'detector' in args.tasks:
         parser.error('the detector task compares PVT v1 RetinaNets only')
-    unknown = set(args.tasks) - set(TASKS)
+    unknown = set(args.tasks) - set(TASKS + EXTRA_TASKS)
     if unknown:
-        parser.error(f'unknown tasks {sorted(unknown)}; choose from {TASKS}')
+        parser.error(f'unknown tasks {sorted(unknown)}; choose from {TASKS + EXTRA_TASKS}')
+    if 'bf16' in args.tasks and (args.device != 'cpu' or args.amp):
+        parser.error('the bf16 task compares fp32 and bf16 on the CPU: no --device cuda, no --amp')
     return args
 
 
@@ -216,10 +232,10 @@ def _flatten(out: Any) -> list[torch.Tensor]:
     return [t for item in out for t in _flatten(item)]
 
 
-def gemm_rate(device: str, n: int = 2048, repeats: int = 5) -> float:
-    """fp32 GFLOP/s of an n×n×n ``torch.mm`` (median of ``repeats``)."""
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    out = torch.empty(n, n, device=device)
+def gemm_rate(device: str, n: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
+    """GFLOP/s of an n×n×n ``torch.mm`` in ``dtype`` (median of ``repeats``)."""
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    out = torch.empty(n, n, device=device, dtype=dtype)
     torch.mm(a, b, out=out)
     times = []
     for _ in range(repeats):
@@ -336,6 +352,75 @@ def run_memory(args: argparse.Namespace, results: dict[str, Any]) -> None:
     )
 
 
+def bf16_autocast(model: nn.Module) -> Callable[[torch.Tensor], Any]:
+    """``model`` under ``torch.autocast('cpu', torch.bfloat16)``."""
+
+    def run(x: torch.Tensor) -> Any:
+        with torch.autocast('cpu', torch.bfloat16):
+            return model(x)
+
+    return run
+
+
+def run_bf16(theirs: nn.Module, ours: nn.Module, args: argparse.Namespace, results: dict[str, Any]) -> None:
+    """fp32 against bf16 on the CPU, mmdet's and ours side by side (see the ``bf16`` task)."""
+    from mmpvt import optimize_for_cpu_inference
+    from mmpvt.analysis import count_macs
+
+    rates = {dtype: gemm_rate('cpu', dtype=dtype) for dtype in (torch.float32, torch.bfloat16)}
+    theirs.eval(), ours.eval()
+    fast = optimize_for_cpu_inference(copy.deepcopy(ours))
+    bf16 = optimize_for_cpu_inference(copy.deepcopy(ours), torch.bfloat16)
+    runs = {
+        'mmdet': theirs,
+        'mmdet_bf16': bf16_autocast(theirs),
+        'mmpvt': fast,
+        'mmpvt_bf16': bf16,
+        'mmpvt_autocast': bf16_autocast(ours),
+    }
+    for h, w in args.infer_size:
+        x = torch.randn(1, 3, h, w)
+        with torch.inference_mode():
+            outs = {name: run(x) for name, run in runs.items()}
+            ok, diff, rel = agree(outs['mmdet'], outs['mmpvt'], args.tolerance)
+            if not ok:
+                raise AssertionError(f'fp32 outputs differ at {h}×{w}: max |diff| {diff:.2e} ({rel:.1e} of scale)')
+            errors = {
+                f'{name}_error': agree(outs['mmdet' if name.startswith('mmdet') else 'mmpvt'], outs[name])[2]
+                for name in ('mmdet_bf16', 'mmpvt_bf16', 'mmpvt_autocast')
+            }
+            times = time_pair({name: lambda run=run, x=x: run(x) for name, run in runs.items()}, args)
+        flop = 2 * count_macs(ours, lambda m, x=x: m(x)).total
+        results[f'bf16_infer_{h}x{w}'] = dict(
+            **times,
+            **errors,
+            gflop=flop / 1e9,
+            bf16_gain=times['mmpvt'] / times['mmpvt_bf16'],
+            speedup_bf16=times['mmdet_bf16'] / times['mmpvt_bf16'],
+        )
+        print(f'  bf16 {h}×{w}: errors against fp32 {errors}', flush=True)
+    rates = {dtype: max(rate, gemm_rate('cpu', dtype=dtype)) for dtype, rate in rates.items()}  # the less disturbed
+    results['bf16_gemm'] = dict(fp32_gflops=rates[torch.float32], bf16_gflops=rates[torch.bfloat16])
+    for name, r in results.items():
+        if name.startswith('bf16_infer'):
+            r['bf16_share'] = r['gflop'] / r['mmpvt_bf16'] / rates[torch.bfloat16]
+            r['fp32_share'] = r['gflop'] / r['mmpvt'] / rates[torch.float32]
+    ours.with_cp = False
+    x = torch.randn(args.train_batch, 3, *args.train_size)
+    bf16_args = copy.copy(args)
+    bf16_args.amp = 'bf16'
+    steps = {}
+    for name, model in (('mmdet', theirs), ('mmpvt', optimize_for_cpu_inference(copy.deepcopy(ours)))):
+        model.train()
+        steps[name] = lambda m=model: train_step(m, x, args)
+        steps[f'{name}_bf16'] = lambda m=model: train_step(m, x, bf16_args)
+    times = time_pair(steps, args)
+    h, w = args.train_size
+    results[f'bf16_train_{args.train_batch}x{h}x{w}'] = dict(
+        **times, bf16_gain=times['mmpvt'] / times['mmpvt_bf16'], speedup_bf16=times['mmdet_bf16'] / times['mmpvt_bf16']
+    )
+
+
 # ----------------------------------------------------------------------------- report
 def machine() -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
@@ -343,8 +428,12 @@ def machine() -> dict[str, Any]:
         with open('/proc/cpuinfo') as f:
             names = [line.split(':', 1)[1].strip() for line in f if line.startswith('model name')]
         cpu = names[0] if names else cpu
+    from mmpvt.models.cpu_features import choose_cpu_dtype, has_amx
+
     return dict(
         cpu=cpu,
+        amx=has_amx(),
+        amp_precision=str(choose_cpu_dtype('auto')),
         cores=os.cpu_count(),
         threads=torch.get_num_threads(),
         torch=torch.__version__,
@@ -358,6 +447,10 @@ def args_device_name() -> str:
 
 
 def print_table(results: dict[str, Any]) -> None:
+    if not any(name.startswith(('infer', 'train', 'retinanet', 'memory')) for name in results):
+        print_bf16_table(results)
+        print(f'machine: {results["machine"]}')
+        return
     print(
         '\n| measurement | mmdet | mmpvt plain | mmpvt optimised | mmdet / optimised | plain / optimised |'
         '\n|---|---|---|---|---|---|'
@@ -381,7 +474,34 @@ def print_table(results: dict[str, Any]) -> None:
             f'mmdet {g["mmdet_gflops"]:.0f} GFLOP/s ({g["mmdet_share"]:.0%}), '
             f'optimised mmpvt {g["mmpvt_gflops"]:.0f} GFLOP/s ({g["mmpvt_share"]:.0%} of the GEMM rate)'
         )
+    print_bf16_table(results)
     print(f'machine: {results["machine"]}')
+
+
+def print_bf16_table(results: dict[str, Any]) -> None:
+    if 'bf16_gemm' not in results:
+        return
+    g = results['bf16_gemm']
+    print(
+        f'\nGEMM 2048³: fp32 {g["fp32_gflops"]:.0f} GFLOP/s, bf16 {g["bf16_gflops"]:.0f} GFLOP/s '
+        f'({g["bf16_gflops"] / g["fp32_gflops"]:.1f}×)'
+        '\n| measurement | mmdet fp32 | mmdet bf16 autocast | mmpvt fp32 | mmpvt bf16 | mmpvt autocast '
+        '| fp32 / bf16 (ours) | share of the bf16 GEMM rate | error of mmpvt bf16 (autocast; mmdet) |'
+        '\n|---|---|---|---|---|---|---|---|---|'
+    )
+    for name, r in results.items():
+        if name.startswith('bf16_infer'):
+            print(
+                f'| {name[5:]} ({r["gflop"]:.0f} GFLOP) | {r["mmdet"]:.3f} s | {r["mmdet_bf16"]:.3f} s '
+                f'| {r["mmpvt"]:.3f} s | {r["mmpvt_bf16"]:.3f} s | {r["mmpvt_autocast"]:.3f} s | {r["bf16_gain"]:.2f}× '
+                f"| {r['bf16_share']:.0%} (fp32 path: {r['fp32_share']:.0%} of fp32's) "
+                f'| {r["mmpvt_bf16_error"]:.1e} ({r["mmpvt_autocast_error"]:.1e}; {r["mmdet_bf16_error"]:.1e}) |'
+            )
+        elif name.startswith('bf16_train'):
+            print(
+                f'| {name[5:]} | {r["mmdet"]:.3f} s | {r["mmdet_bf16"]:.3f} s | {r["mmpvt"]:.3f} s '
+                f'| {r["mmpvt_bf16"]:.3f} s (autocast) | | {r["bf16_gain"]:.2f}× | | |'
+            )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -424,6 +544,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         run_memory(args, results)
     if 'detector' in args.tasks:
         run_detector(args, results)
+    if 'bf16' in args.tasks:
+        theirs, ours = build_backbones(args.arch)
+        run_bf16(theirs, ours, args, results)
+        del theirs, ours
     results['machine']['load_average_end'] = os.getloadavg()
     print_table(results)
     if args.json:

@@ -1,0 +1,130 @@
+"""Which precision the CPU paths should run in, chosen from the CPU's matrix units.
+
+PVT is made of matrix products. On a CPU with Intel AMX (``/proc/cpuinfo`` flags ``amx_bf16`` and
+``amx_tile``) bfloat16 products run several times faster than float32 ones (6.8× for a 2048³ GEMM on
+a 2-core Xeon), so bf16 inference and training pay. A CPU with AVX512-BF16 but no AMX (AMD Zen 4)
+gains about 1.1× on the GEMM, which the casts around it eat: there bf16 would be slower than fp32.
+:func:`choose_cpu_dtype` therefore picks bf16 by default only on AMX, measures the GEMM rates once
+where the CPU has bf16 vector instructions without AMX, and says why it chose what it chose.
+
+Torch only; this module never changes a model.
+"""
+
+from __future__ import annotations
+
+import functools
+import statistics
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+
+#: The flags of Intel's bf16 matrix unit (both are needed: the tile registers and the bf16 product).
+AMX_FLAGS = frozenset({'amx_bf16', 'amx_tile'})
+#: bf16 vector instructions without a matrix unit (AVX512-BF16 on Zen 4 and Cooper Lake, AVX-NE-CONVERT).
+BF16_VECTOR_FLAGS = frozenset({'avx512_bf16', 'avx_ne_convert'})
+#: Without AMX, bf16 is chosen only if a bf16 GEMM measures at least this many times faster than fp32's:
+#: a whole model gains much less than its GEMMs (on AMX, 6.8× on the GEMM gave 2.3× on PVT-S), and
+#: below about 2× the casts and the non-GEMM ops in bf16 make the model slower than in fp32.
+MIN_GEMM_SPEEDUP = 2.0
+
+DTYPE_NAMES: dict[str, torch.dtype] = {
+    'float32': torch.float32,
+    'fp32': torch.float32,
+    'bfloat16': torch.bfloat16,
+    'bf16': torch.bfloat16,
+}
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """The dtype the CPU paths run in, and why.
+
+    Attributes:
+        dtype: ``torch.float32`` or ``torch.bfloat16``.
+        reason: one line for the log, naming the CPU feature (or the request) that decided.
+    """
+
+    dtype: torch.dtype
+    reason: str
+
+    def __str__(self) -> str:
+        return f'{str(self.dtype).removeprefix("torch.")} ({self.reason})'
+
+
+def cpu_flags(path: str = '/proc/cpuinfo') -> frozenset[str]:
+    """The feature flags of the first CPU in ``path`` (empty where the file does not exist: not Linux)."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(('flags', 'Features')):
+                    return frozenset(line.split(':', 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def has_amx(flags: Iterable[str] | None = None) -> bool:
+    """True if the CPU has Intel AMX with bf16 products (``amx_bf16`` and ``amx_tile``)."""
+    return set(cpu_flags() if flags is None else flags) >= AMX_FLAGS
+
+
+@functools.lru_cache(maxsize=1)
+def bf16_gemm_speedup(n: int = 1024, repeats: int = 5) -> float:
+    """How many times faster an n×n×n bf16 ``torch.mm`` runs than an fp32 one here (measured once, ~0.1 s).
+
+    The two alternate, so load from other processes slows both alike.
+    """
+    times: dict[torch.dtype, list[float]] = {torch.float32: [], torch.bfloat16: []}
+    mats = {dtype: (torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)) for dtype in times}
+    for rep in range(repeats + 1):
+        for dtype, (a, b) in mats.items():
+            start = time.perf_counter()
+            torch.mm(a, b)
+            if rep:  # the first round warms up oneDNN
+                times[dtype].append(time.perf_counter() - start)
+    return statistics.median(times[torch.float32]) / statistics.median(times[torch.bfloat16])
+
+
+def choose_cpu_dtype(
+    requested: str | torch.dtype = 'auto',
+    *,
+    flags: Iterable[str] | None = None,
+    measure: Callable[[], float] = bf16_gemm_speedup,
+) -> PrecisionChoice:
+    """The dtype for CPU inference (or mixed-precision training) of PVT.
+
+    Args:
+        requested: ``'auto'`` (choose by the hardware), or a dtype (``torch.bfloat16``,
+            ``'bfloat16'``/``'bf16'``, ``torch.float32``, ``'float32'``/``'fp32'``), which is
+            honoured as asked.
+        flags: the CPU's feature flags; read from ``/proc/cpuinfo`` when None.
+        measure: returns the bf16/fp32 GEMM speed ratio; called only on a CPU with bf16
+            vector instructions but no AMX.
+
+    Returns:
+        ``auto``: bf16 with AMX; without it bf16 only if ``measure()`` is at least
+        :data:`MIN_GEMM_SPEEDUP`, else fp32 (also on a CPU without any bf16 instruction).
+    """
+    if isinstance(requested, str) and requested != 'auto':
+        if requested not in DTYPE_NAMES:
+            raise ValueError(f'unknown CPU dtype {requested!r}: choose auto, {", ".join(DTYPE_NAMES)}')
+        requested = DTYPE_NAMES[requested]
+    if isinstance(requested, torch.dtype):
+        if requested not in (torch.float32, torch.bfloat16):
+            raise ValueError(f'the CPU paths run float32 or bfloat16, not {requested}')
+        return PrecisionChoice(requested, 'as requested')
+    flags = set(cpu_flags() if flags is None else flags)
+    if flags >= AMX_FLAGS:
+        return PrecisionChoice(torch.bfloat16, 'the CPU has AMX (amx_bf16, amx_tile): bf16 matrix products')
+    vector = sorted(BF16_VECTOR_FLAGS & flags)
+    if not vector:
+        return PrecisionChoice(torch.float32, 'the CPU has no bf16 matrix unit (no amx_bf16) nor bf16 instructions')
+    speedup = measure()
+    verdict = 'at least' if speedup >= MIN_GEMM_SPEEDUP else 'below'
+    reason = (
+        f'no AMX, {", ".join(vector)} only: a bf16 GEMM measured {speedup:.2f}× fp32, '
+        f'{verdict} the {MIN_GEMM_SPEEDUP:g}× that bf16 needs to pay'
+    )
+    return PrecisionChoice(torch.bfloat16 if speedup >= MIN_GEMM_SPEEDUP else torch.float32, reason)

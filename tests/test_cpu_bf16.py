@@ -1,0 +1,217 @@
+"""The bf16 CPU inference path of ``optimize_for_cpu_inference(model, dtype=...)`` and the hardware choice.
+
+Correctness only, nothing timed: bf16 outputs stay within a bound of fp32's, the fp32 path and the
+parameters are untouched, the bf16 weight copies follow the parameters, and the choice of precision
+follows the CPU's flags at its edges.
+"""
+
+from __future__ import annotations
+
+import copy
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from mmpvt.models.cpu_features import MIN_GEMM_SPEEDUP, choose_cpu_dtype, cpu_flags, has_amx
+from mmpvt.models.cpu_inference import (
+    CastConv2d,
+    CastLinear,
+    CpuPrecisionEntry,
+    TokenChunkedBlock,
+    cpu_precision,
+    optimize_for_cpu_inference,
+    refresh_cast_weights,
+)
+from mmpvt.models.pvt import PyramidVisionTransformer
+
+#: max |bf16 - fp32| / max |fp32| over all maps of these randomly initialised models. bf16 keeps 8 bits
+#: of mantissa (2^-9 = 2e-3 per rounding); through the blocks of these small models it adds up to about
+#: 1e-2, as much as ``torch.autocast('cpu', torch.bfloat16)`` of the plain model (compared below).
+BF16_BOUND = 3e-2
+
+
+def rel_error(outs: tuple[torch.Tensor, ...], refs: tuple[torch.Tensor, ...]) -> float:
+    diff = max((o.float() - r).abs().max().item() for o, r in zip(outs, refs, strict=True))
+    return diff / max(r.abs().max().item() for r in refs)
+
+
+def pvt(arch: str, **kwargs) -> PyramidVisionTransformer:
+    torch.manual_seed(0)
+    return PyramidVisionTransformer.from_arch(arch, depths=(1, 1, 1, 1), **kwargs).eval()
+
+
+# ----------------------------------------------------------------------------- the hardware choice
+def test_amx_picks_bf16_without_measuring() -> None:
+    choice = choose_cpu_dtype('auto', flags={'avx512f', 'amx_bf16', 'amx_tile'}, measure=pytest.fail)
+    assert choice.dtype == torch.bfloat16 and 'AMX' in choice.reason
+
+
+def test_no_bf16_instruction_picks_fp32_without_measuring() -> None:
+    choice = choose_cpu_dtype('auto', flags={'avx2', 'fma'}, measure=pytest.fail)
+    assert choice.dtype == torch.float32 and 'no bf16 matrix unit' in choice.reason
+
+
+@pytest.mark.parametrize(
+    ('speedup', 'expected'),
+    [(1.1, torch.float32), (MIN_GEMM_SPEEDUP - 0.01, torch.float32), (MIN_GEMM_SPEEDUP, torch.bfloat16)],
+)
+def test_bf16_vectors_without_amx_are_measured(speedup: float, expected: torch.dtype) -> None:
+    """Zen 4: AVX512-BF16 but no AMX (bf16 GEMM 1.1× fp32 there); half of AMX's flags is no AMX."""
+    calls = []
+    flags = {'avx512f', 'avx512_bf16', 'amx_tile'}
+    choice = choose_cpu_dtype('auto', flags=flags, measure=lambda: calls.append(1) or speedup)
+    assert calls == [1]
+    assert choice.dtype == expected
+    assert f'{speedup:.2f}×' in choice.reason and 'avx512_bf16' in choice.reason
+
+
+@pytest.mark.parametrize(('name', 'dtype'), [('bfloat16', torch.bfloat16), ('fp32', torch.float32)])
+def test_a_requested_dtype_is_honoured(name: str, dtype: torch.dtype) -> None:
+    assert choose_cpu_dtype(name, flags=(), measure=pytest.fail).dtype == dtype
+    assert choose_cpu_dtype(dtype, flags=(), measure=pytest.fail).dtype == dtype
+
+
+@pytest.mark.parametrize('bad', ['float16', torch.float16, 'fast'])
+def test_an_unknown_dtype_is_refused(bad: str | torch.dtype) -> None:
+    with pytest.raises(ValueError, match=r'float32|bfloat16'):
+        choose_cpu_dtype(bad)
+
+
+def test_flags_are_read_from_cpuinfo(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / 'cpuinfo'
+    cpuinfo.write_text('processor\t: 0\nmodel name\t: Some Xeon\nflags\t\t: fpu avx512f amx_bf16 amx_tile\n\n')
+    assert cpu_flags(str(cpuinfo)) == {'fpu', 'avx512f', 'amx_bf16', 'amx_tile'}
+    assert has_amx(cpu_flags(str(cpuinfo)))
+    assert cpu_flags(str(tmp_path / 'missing')) == frozenset()  # not Linux: no flags, so fp32
+
+
+# ----------------------------------------------------------------------------- outputs
+@pytest.mark.parametrize('arch', ['tiny', 'b0', 'b2_li'])
+@pytest.mark.parametrize('hw', [(64, 64), (67, 93), (392, 400)])
+def test_bf16_outputs_are_within_the_bound_of_fp32(arch: str, hw: tuple[int, int]) -> None:
+    """392×400: stage 1 has 98·100 = 9800 tokens, more than one bf16 chunk of the v1 MLP (the last one ragged)."""
+    assert TokenChunkedBlock.chunk_tokens_bf16 < 98 * 100 < 2 * TokenChunkedBlock.chunk_tokens_bf16
+    model = pvt(arch)
+    fast = optimize_for_cpu_inference(copy.deepcopy(model), torch.bfloat16)
+    x = torch.randn(2, 3, *hw)
+    with torch.inference_mode():
+        reference = model(x)
+        outs = fast(x)
+        with torch.autocast('cpu', torch.bfloat16):
+            autocast = model(x)
+    for out, ref in zip(outs, reference, strict=True):
+        assert out.dtype == torch.float32 and out.is_contiguous() and out.shape == ref.shape
+    assert rel_error(outs, reference) <= BF16_BOUND
+    assert rel_error(outs, reference) <= 2 * rel_error(autocast, reference)
+
+
+def test_the_bf16_path_computes_in_bf16() -> None:
+    model = optimize_for_cpu_inference(pvt('tiny'), torch.bfloat16)
+    seen = {}
+    model.stages[1].blocks[0].attn.q.register_forward_hook(lambda _m, inp, out: seen.update(q=(inp[0], out)))
+    with torch.no_grad():
+        model(torch.randn(1, 3, 64, 64))
+    assert seen['q'][0].dtype == seen['q'][1].dtype == torch.bfloat16
+
+
+def test_inside_autocast_the_maps_come_in_autocast_dtype() -> None:
+    model = optimize_for_cpu_inference(pvt('tiny'), torch.bfloat16)
+    with torch.no_grad(), torch.autocast('cpu', torch.bfloat16):
+        outs = model(torch.randn(1, 3, 64, 64))
+    assert all(out.dtype == torch.bfloat16 for out in outs)
+
+
+def test_parameters_keys_and_the_fp32_path_are_untouched() -> None:
+    """Autograd and tracing run the fp32 fast paths bit for bit; so does inference after switching back to fp32."""
+    model = pvt('tiny')
+    params = dict(model.named_parameters())
+    keys = list(model.state_dict())
+    x = torch.randn(1, 3, 67, 93)
+    fp32_model = optimize_for_cpu_inference(copy.deepcopy(model))
+    with torch.no_grad():
+        fp32_fast = fp32_model(x)
+    with torch.enable_grad():
+        plain_grad = fp32_model(x)  # the patch GEMMs run under autograd too
+    optimize_for_cpu_inference(model, torch.bfloat16)
+    assert isinstance(model, CpuPrecisionEntry) and isinstance(model, PyramidVisionTransformer)
+    assert isinstance(model.stages[0].blocks[0].attn.q, CastLinear)
+    assert dict(model.named_parameters()) == params and list(model.state_dict()) == keys
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    with torch.enable_grad():
+        for a, b in zip(model(x), plain_grad, strict=True):
+            assert torch.equal(a, b)
+    with torch.no_grad():
+        traced = torch.jit.trace(model, x, check_trace=False)
+        for a, b in zip(traced(x), fp32_fast, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    optimize_for_cpu_inference(model, torch.float32)
+    assert model.cpu_dtype == torch.float32
+    with torch.no_grad():
+        for a, b in zip(model(x), fp32_fast, strict=True):
+            assert torch.equal(a, b)
+
+
+def test_a_bf16_model_pickles_and_copies() -> None:
+    """``torch.save`` of the whole module (weights_only=False) and ``copy.deepcopy`` (EMAHook) keep the bf16 path."""
+    model = optimize_for_cpu_inference(pvt('tiny'), torch.bfloat16)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected_maps = model(x)
+        for clone in (pickle.loads(pickle.dumps(model)), copy.deepcopy(model)):
+            assert isinstance(clone, CpuPrecisionEntry) and type(clone) is type(model)
+            for a, b in zip(clone(x), expected_maps, strict=True):
+                assert torch.equal(a, b)
+
+
+def test_v2_convs_are_cast_and_the_rest_of_a_model_is_not() -> None:
+    model = nn.ModuleDict(dict(backbone=pvt('b0'), neck=nn.Conv2d(32, 8, 1)))
+    optimize_for_cpu_inference(model, 'bfloat16')
+    assert type(model['neck']) is nn.Conv2d
+    assert isinstance(model['backbone'].stages[0].blocks[0].mlp.dwconv, CastConv2d)
+    assert cpu_precision(model).dtype == torch.bfloat16
+    with torch.no_grad():
+        maps = model['backbone'](torch.randn(1, 3, 64, 64))
+        assert model['neck'](maps[0]).dtype == torch.float32  # the fp32 neck takes the fp32 maps
+
+
+# ----------------------------------------------------------------------------- the weight copies
+def bf16_linear() -> CastLinear:
+    torch.manual_seed(0)
+    linear = nn.Linear(16, 8).eval()
+    linear.__class__ = CastLinear
+    linear.compute_dtype = torch.bfloat16
+    return linear
+
+
+def expected(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    return nn.functional.linear(x.bfloat16(), linear.weight.bfloat16(), linear.bias.bfloat16()).float()
+
+
+def test_the_weight_copies_follow_in_place_changes_and_loads() -> None:
+    linear = bf16_linear()
+    x = torch.randn(4, 16)
+    with torch.inference_mode():  # copies made in inference mode serve later no-grad calls too
+        first = linear(x)
+    with torch.no_grad():
+        torch.testing.assert_close(first.float(), expected(linear, x), atol=2e-2, rtol=2e-2)
+        linear.weight.mul_(-1)  # what an optimizer step does: in place, the version counter moves
+        torch.testing.assert_close(linear(x).float(), expected(linear, x), atol=2e-2, rtol=2e-2)
+        linear.load_state_dict({'weight': torch.ones(8, 16), 'bias': torch.zeros(8)})
+        assert torch.equal(linear(x).float(), expected(linear, x))
+        linear.weight = nn.Parameter(torch.full((8, 16), 2.0))  # a new tensor: a new data pointer
+        assert torch.equal(linear(x).float(), expected(linear, x))
+
+
+def test_writes_through_data_need_a_refresh() -> None:
+    """mmengine's EMAHook swaps weights with ``param.data.copy_``, which no version counter sees."""
+    linear = bf16_linear()
+    x = torch.randn(4, 16)
+    with torch.no_grad():
+        before = linear(x)
+        linear.weight.data.copy_(torch.ones(8, 16))
+        assert torch.equal(linear(x), before)  # stale: the documented limit of the cache
+        refresh_cast_weights(linear)
+        assert torch.equal(linear(x).float(), expected(linear, x))
