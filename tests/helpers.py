@@ -75,6 +75,23 @@ def run_tool(
     )
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path('/proc').glob('[0-9]*/stat'):
+        try:
+            fields = stat.read_text().rsplit(')', 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 def hashes(*roots: Path) -> dict[str, str]:
     """SHA-256 of every file under ``roots`` (or of ``roots`` themselves when they are files)."""
     files = [p for root in roots for p in ([root] if root.is_file() else sorted(root.rglob('*'))) if p.is_file()]
@@ -157,6 +174,19 @@ param_scheduler = [
 ]
 default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1))
 randomness = dict(seed=0, deterministic=True)
+"""
+
+
+#: The toy Semantic FPN made small for runs of a few iterations (``base``: its config, ``data_root``: the
+#: toy ADE20K root); the tests append their schedule, hooks and randomness.
+SMALL_SEGMENTOR = """
+_base_ = '{base}'
+data_root = '{data_root}/ADEChallengeData2016'
+loader = dict(num_workers=0, persistent_workers=False)
+train_dataloader = dict(batch_size=4, **loader, dataset=dict(data_root=data_root))
+val_dataloader = dict(batch_size=2, **loader, dataset=dict(data_root=data_root))
+test_dataloader = val_dataloader
+model = dict(data_preprocessor=dict(size=(64, 64)), backbone=dict(depths=(1, 1, 1, 1)))
 """
 
 

@@ -5,6 +5,7 @@ the mmcv stand-in, the nvcc probe, the background build, what the training check
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import os
 import signal
@@ -282,8 +283,6 @@ def fake_sdist(path: Path) -> Path:
             data = text.encode()
             info = tarfile.TarInfo(name)
             info.size = len(data)
-            import io
-
             tar.addfile(info, io.BytesIO(data))
     return path
 

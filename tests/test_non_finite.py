@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import REPO, TOY_CONFIGS, checkout_env, small_config, toy_runner
+from helpers import REPO, SMALL_SEGMENTOR, TOY_CONFIGS, checkout_env, small_config, toy_runner
 from mmengine.hooks import Hook
 from mmengine.optim import OptimWrapper
 from mmengine.runner import Runner
@@ -258,20 +258,15 @@ def test_the_detector_skips_a_nan_step_and_stops_on_many(toy_coco: Path, tmp_pat
 
 
 #: The issue's run: Semantic FPN PVT-T, AdamW at lr 200, a checkpoint every 4 iterations (made small).
-DIVERGING_SEGMENTOR = """
-_base_ = '{base}'
-data_root = '{data_root}/ADEChallengeData2016'
-loader = dict(num_workers=0, persistent_workers=False)
-train_dataloader = dict(batch_size=4, **loader, dataset=dict(data_root=data_root))
-val_dataloader = dict(batch_size=2, **loader, dataset=dict(data_root=data_root))
-test_dataloader = val_dataloader
-model = dict(data_preprocessor=dict(size=(64, 64)), backbone=dict(depths=(1, 1, 1, 1)))
-optim_wrapper = dict(optimizer=dict(lr=200.0))
+DIVERGING_SEGMENTOR = (
+    SMALL_SEGMENTOR
+    + """optim_wrapper = dict(optimizer=dict(lr=200.0))
 param_scheduler = []
 train_cfg = dict(max_iters=16, val_interval=1000)
 default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=4))
 randomness = dict(seed=0)
 """
+)
 
 
 @pytest.mark.slow

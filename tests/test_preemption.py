@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import REPO, checkout_env, logged_records, small_config, toy_runner
+from helpers import REPO, SMALL_SEGMENTOR, checkout_env, descendants, logged_records, small_config, toy_runner
 
 from mmpvt.checkpoint import load_file
 from mmpvt.engine import STOPPED_BY_SIGNAL
@@ -254,19 +254,14 @@ def test_sigkill_during_the_save_keeps_the_previous_checkpoint(detector: dict[st
 
 
 #: The toy Semantic FPN made small: iteration-based, 12 iterations of 4 images, a checkpoint every 4.
-SEGMENTOR = """
-_base_ = '{base}'
-data_root = '{data_root}/ADEChallengeData2016'
-loader = dict(num_workers=0, persistent_workers=False)
-train_dataloader = dict(batch_size=4, **loader, dataset=dict(data_root=data_root))
-val_dataloader = dict(batch_size=2, **loader, dataset=dict(data_root=data_root))
-test_dataloader = val_dataloader
-model = dict(data_preprocessor=dict(size=(64, 64)), backbone=dict(depths=(1, 1, 1, 1)))
-train_cfg = dict(max_iters=12, val_interval=1000)
+SEGMENTOR = (
+    SMALL_SEGMENTOR
+    + """train_cfg = dict(max_iters=12, val_interval=1000)
 default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=4))
 randomness = dict(seed=0, deterministic=True)
 custom_hooks = [dict(type='ResumableRandomnessHook')]
 """
+)
 
 
 @pytest.mark.slow
@@ -291,23 +286,6 @@ def test_the_iteration_based_segmentor_stops_and_resumes_bit_for_bit(toy_ade: Pa
 
 
 # --- two gloo processes under tools/dist_train.sh ----------------------------------------------------
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (from /proc)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path('/proc').glob('[0-9]*/stat'):
-        try:
-            fields = stat.read_text().rsplit(')', 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
 def worker_pids(launcher: int) -> dict[int, int]:

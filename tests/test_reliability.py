@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import MAX_EPOCHS, REPO, checkout_env, logged_records, small_config
+from helpers import MAX_EPOCHS, REPO, checkout_env, descendants, logged_records, small_config
 
 from mmpvt.checkpoint import allow_mmengine_checkpoints, load_file
 from mmpvt.engine.fileio import AtomicLocalBackend
@@ -312,23 +312,6 @@ def test_atomic_backend_failing_mid_write_keeps_the_old_file_and_removes_the_tem
     assert result.returncode == 1 and 'File too large' in result.stderr, result.stderr[-2000:]
     assert target.read_bytes() == b'old'
     assert sorted(p.name for p in tmp_path.iterdir()) == ['epoch_1.pth']
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (from /proc)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path('/proc').glob('[0-9]*/stat'):
-        try:
-            fields = stat.read_text().rsplit(')', 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
 def rank_of(pid: int) -> int | None:

@@ -265,12 +265,7 @@ def write_lite(ctx: Context, sdist: Path | None) -> None:
         raise RuntimeError(f'no {wheels.MMCV[0]}-{wheels.MMCV[1]}.tar.gz in {ctx.wheels} and no installed mmcv')
     shutil.rmtree(ctx.lite, ignore_errors=True)
     shutil.copytree(Path(spec.origin).parent, ctx.lite / 'mmcv', ignore=shutil.ignore_patterns('_ext*', '__pycache__'))
-    (ctx.lite / 'mmcv' / '_ext.py').write_text(
-        wheels.EXT_STAND_IN
-        + wheels.RAISING_GETATTR.format(
-            error='RuntimeError', message='mmcv op {name} is not built (gpu_check stand-in)'
-        )
-    )
+    wheels.write_ext_stand_in(ctx.lite / 'mmcv')
 
 
 def cuda_arch() -> str:
@@ -325,17 +320,25 @@ def probe_and_start(ctx: Context) -> build.Build | None:
     return None
 
 
+def run_worker(ctx: Context, module: str, args: list[str], log: str, cap: float) -> tuple[list[Check], str]:
+    """Run ``python -m gpucheck.<module> ARGS --json F`` within ``cap`` seconds; (its checks, its output).
+
+    The result file is removed first, so a worker that dies is never read as an earlier command's checks.
+    """
+    import json
+
+    result = ctx.work / f'{log}.json'
+    result.unlink(missing_ok=True)
+    cmd = [sys.executable, '-m', f'gpucheck.{module}', *args, '--device', ctx.device, '--json', str(result)]
+    _ok, out = ctx.tool(module, cmd, ctx.logs / f'{log}.log', cap)
+    return ([Check(**c) for c in json.loads(result.read_text())] if result.exists() else []), out
+
+
 def stage_parity(group: str) -> Callable[[Context], list[Check]]:
     def run(ctx: Context) -> list[Check]:
-        import json
-
         s = ctx.settings
-        result = ctx.work / f'parity_{group}.json'
-        result.unlink(missing_ok=True)
-        cmd = [sys.executable, '-m', 'gpucheck.parity', group, '--device', ctx.device, '--json', str(result)]
-        cmd += ['--size', *map(str, s.parity_size), '--odd-size', *map(str, s.odd_size)]
-        _ok, out = ctx.tool('parity', cmd, ctx.logs / f'parity_{group}.log', 240)
-        checks = [Check(**c) for c in json.loads(result.read_text())] if result.exists() else []
+        sizes = ['--size', *map(str, s.parity_size), '--odd-size', *map(str, s.odd_size)]
+        checks, out = run_worker(ctx, 'parity', [group, *sizes], f'parity_{group}', 240)
         if not checks:
             verdict = 'not run' if 'No module named' in out and "'timm'" in out else 'fail'
             return [Check(f'parity {group}', 'worker', verdict, build.tail(out))]
@@ -381,8 +384,6 @@ def stage_bench(ctx: Context) -> Iterator[Check]:
 
 def stage_mmcv_ops(ctx: Context, reserve: float) -> list[Check]:
     """Wait for the build until ``reserve`` seconds are left, install it, check two ops on the GPU."""
-    import json
-
     if ctx.build_thread is not None:
         ctx.build_thread.join(timeout=max(1.0, ctx.left() - reserve))
     outcome = ctx.build_outcome
@@ -404,35 +405,23 @@ def stage_mmcv_ops(ctx: Context, reserve: float) -> list[Check]:
     figure += f'{flavour} ops' if flavour else f'its ops do not import: {why}'
     verdict = 'pass' if flavour == 'cuda' else 'fail' if flavour is None else 'degraded'
     built = Check('mmcv-ops', 'mmcv CUDA ops', verdict, figure, round(outcome.seconds, 1))
-    result = ctx.work / 'ops.json'
-    _ok, out = ctx.tool('ops', [sys.executable, '-m', 'gpucheck.ops', '--device', ctx.device, '--json', str(result)],
-                       ctx.logs / 'ops.log', 120)  # fmt: skip
-    ops = [Check(**c) for c in json.loads(result.read_text())] if result.exists() else []
+    ops, out = run_worker(ctx, 'ops', [], 'ops', 120)
     return [built, *(ops or [Check('mmcv-ops', 'op checks', 'fail', build.tail(out))])]
 
 
 def cpu_ops_rehearsal(ctx: Context) -> list[Check]:
     """On the CPU: the installed mmcv's CPU ops, if any, stand in for the CUDA build (never a pass)."""
-    import json
-
     ctx.mmcv = 'cpu'
     flavour, why = build.mmcv_ops_flavour(ctx.env())
     if flavour != 'cpu':
         ctx.mmcv = 'lite'
         has = f'{flavour} ops' if flavour else f'no ops ({why})'
         return [Check('mmcv-ops', 'mmcv CUDA ops', 'not run', f'no CUDA device, and the installed mmcv has {has}')]
-    result = ctx.work / 'ops.json'
-    ctx.tool(
-        'ops',
-        [sys.executable, '-m', 'gpucheck.ops', '--device', 'cpu', '--json', str(result)],
-        ctx.logs / 'ops.log',
-        120,
-    )
-    ops = [Check(**c) for c in json.loads(result.read_text())] if result.exists() else []
+    ops, out = run_worker(ctx, 'ops', [], 'ops', 120)
     rehearsal = Check(
         'mmcv-ops', 'mmcv CUDA ops', 'degraded', "rehearsal: no CUDA device, the installed mmcv's CPU ops"
     )
-    return [rehearsal, *ops]
+    return [rehearsal, *(ops or [Check('mmcv-ops', 'op checks', 'fail', build.tail(out))])]
 
 
 def stage_retinanet(ctx: Context) -> list[Check]:

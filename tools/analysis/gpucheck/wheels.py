@@ -266,13 +266,18 @@ def write_mmcv_lite(sdist: Path, dest: Path) -> Path:
             for m in members:
                 m.name = m.name[len(top) - len('mmcv/') :]
             tf.extractall(dest, members=members, filter='data')
-        ext = EXT_STAND_IN + RAISING_GETATTR.format(
-            error='RuntimeError',
-            message='mmcv op {name} is not built on this machine (gpu_check runs mmcv without compiled ops '
-            'until its CUDA build finishes)',
-        )
-        (package / '_ext.py').write_text(ext)
+        write_ext_stand_in(package)
     return dest
+
+
+def write_ext_stand_in(package: Path) -> None:
+    """``package/_ext.py``: the stand-in for mmcv's compiled ops (:data:`EXT_STAND_IN`)."""
+    ext = EXT_STAND_IN + RAISING_GETATTR.format(
+        error='RuntimeError',
+        message='mmcv op {name} is not built on this machine (gpu_check runs mmcv without compiled ops '
+        'until its CUDA build finishes)',
+    )
+    (package / '_ext.py').write_text(ext)
 
 
 def copy_pkg_resources(wheels: Path, build: Path, dest: Path) -> None:
