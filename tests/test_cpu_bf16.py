@@ -17,6 +17,7 @@ from torch import nn
 
 from mmpvt.models.cpu_features import MIN_GEMM_SPEEDUP, choose_cpu_dtype, cpu_flags, has_amx
 from mmpvt.models.cpu_inference import (
+    CastBlock,
     CastConv2d,
     CastLinear,
     CpuPrecisionEntry,
@@ -27,10 +28,11 @@ from mmpvt.models.cpu_inference import (
 )
 from mmpvt.models.pvt import PyramidVisionTransformer
 
-#: max |bf16 - fp32| / max |fp32| over all maps of these randomly initialised models. bf16 keeps 8 bits
-#: of mantissa (2^-9 = 2e-3 per rounding); through the blocks of these small models it adds up to about
-#: 1e-2, as much as ``torch.autocast('cpu', torch.bfloat16)`` of the plain model (compared below).
-BF16_BOUND = 3e-2
+#: max |bf16 - fp32| / max |fp32| over all maps of these randomly initialised models (the issue's target).
+#: bf16 keeps 8 bits of mantissa (2^-9 = 2e-3 per rounding); with the residual stream in fp32 these
+#: small models measure 4-6e-3, about half of ``torch.autocast('cpu', torch.bfloat16)`` of the plain
+#: model (compared below); a bf16 stream measured 1.5e-2 on PVT-S at 800×1333.
+BF16_BOUND = 1e-2
 
 
 def rel_error(outs: tuple[torch.Tensor, ...], refs: tuple[torch.Tensor, ...]) -> float:
@@ -105,16 +107,55 @@ def test_bf16_outputs_are_within_the_bound_of_fp32(arch: str, hw: tuple[int, int
     for out, ref in zip(outs, reference, strict=True):
         assert out.dtype == torch.float32 and out.is_contiguous() and out.shape == ref.shape
     assert rel_error(outs, reference) <= BF16_BOUND
-    assert rel_error(outs, reference) <= 2 * rel_error(autocast, reference)
+    assert rel_error(outs, reference) <= 0.75 * rel_error(autocast, reference)
 
 
-def test_the_bf16_path_computes_in_bf16() -> None:
+@pytest.mark.parametrize('arch', ['tiny', 'b0'])
+def test_a_bf16_block_in_chunks_equals_it_whole(arch: str) -> None:
+    """Chunks of 9 tokens (9800 = 1088·9 + 8: the last one ragged) against one chunk of all 9800."""
+    model = optimize_for_cpu_inference(pvt(arch), torch.bfloat16)
+    block = model.stages[0].blocks[0]
+    assert block.chunk_tokens_mixed < 98 * 100 < 2 * block.chunk_tokens_mixed
+    x = torch.randn(1, 98 * 100, block.norm1.normalized_shape[0])
+    with torch.inference_mode():
+        block.chunk_tokens_mixed = 98 * 100
+        whole = block(x, (98, 100))
+        block.chunk_tokens_mixed = 9
+        parts = block(x, (98, 100))
+    assert whole.dtype == parts.dtype == torch.float32
+    torch.testing.assert_close(parts, whole, atol=1e-5, rtol=1e-5)
+
+
+def test_a_hook_on_the_attention_runs_the_plain_block() -> None:
+    """The chunked path never calls the attention module: with a hook on it the block steps aside."""
     model = optimize_for_cpu_inference(pvt('tiny'), torch.bfloat16)
+    block = model.stages[0].blocks[0]
+    calls = []
+    block.attn.register_forward_hook(lambda _m, _inp, out: calls.append(out.shape))
+    x = torch.randn(1, 16 * 16, block.norm1.normalized_shape[0])
+    with torch.inference_mode():
+        out = block(x, (16, 16))
+    assert calls == [(1, 256, block.norm1.normalized_shape[0])]
+    assert out.shape == x.shape
+
+
+@pytest.mark.parametrize('arch', ['tiny', 'b0'])
+def test_the_bf16_path_computes_in_bf16_on_an_fp32_residual_stream(arch: str) -> None:
+    """The products run in bf16; the tokens between them (what each block adds to) stay fp32."""
+    model = optimize_for_cpu_inference(pvt(arch), torch.bfloat16)
     seen = {}
-    model.stages[1].blocks[0].attn.q.register_forward_hook(lambda _m, inp, out: seen.update(q=(inp[0], out)))
+    block = model.stages[1].blocks[0]
+    assert isinstance(block, CastBlock)
+    block.attn.q.register_forward_hook(lambda _m, inp, out: seen.update(q=out.dtype))
+    block.mlp.fc2.register_forward_hook(lambda _m, inp, out: seen.update(fc2=(inp[0].dtype, out.dtype)))
+    block.register_forward_hook(lambda _m, inp, out: seen.update(block=(inp[0].dtype, out.dtype)))
     with torch.no_grad():
         model(torch.randn(1, 3, 64, 64))
-    assert seen['q'][0].dtype == seen['q'][1].dtype == torch.bfloat16
+    assert seen == {
+        'q': torch.bfloat16,
+        'fc2': (torch.bfloat16, torch.bfloat16),
+        'block': (torch.float32, torch.float32),
+    }
 
 
 def test_inside_autocast_the_maps_come_in_autocast_dtype() -> None:

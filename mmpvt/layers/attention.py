@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layout import tokens_to_map
 from .pooling import adaptive_avg_pool2d_matmul
 from .tracing import tracing
 
@@ -105,8 +106,7 @@ class SpatialReductionAttention(nn.Module):
         """
         if self.sr is None:
             return x
-        b, _n, c = x.shape
-        x_map = x.transpose(1, 2).reshape(b, c, *hw_shape)  # channels-last view, no copy
+        x_map = tokens_to_map(x, hw_shape)  # channels-last view, no copy
         if self.linear:
             pool = adaptive_avg_pool2d_matmul if tracing() else F.adaptive_avg_pool2d  # ONNX has no dynamic one
             x_map = pool(x_map, self.pool_size)
@@ -141,28 +141,56 @@ class SpatialReductionAttention(nn.Module):
         Returns:
             (B, N, C) attended tokens (no residual added).
         """
-        b, n, c = x.shape
-        q, k, v = self._heads(x, hw_shape)
+        self._check_tokens(x, hw_shape)
+        return self.attend(x, *self.keys_values(x, hw_shape))
+
+    def keys_values(self, x: torch.Tensor, hw_shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values, each (B, heads, M, C/heads), of the reduced map of ``x``, (B, N, C) tokens of an H×W map."""
+        b, _n, c = x.shape
+        kv = self.kv(self.reduced_tokens(x, hw_shape))
+        k, v = kv.reshape(b, -1, 2, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        return k, v
+
+    def attend(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """The attended tokens of the queries of ``x``: (B, Nq, C) tokens, any subset of the map -> (B, Nq, C).
+
+        ``k`` and ``v`` come from :meth:`keys_values` of the whole map; each query attends
+        on its own. :meth:`project` follows.
+        """
+        return self.project(self.attend_heads(x, k, v))
+
+    def attend_heads(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """:meth:`attend` without the output projection: (B, Nq, C) tokens -> (B, Nq, C), the heads side by side."""
+        b, nq, c = x.shape
+        q = self._queries(x)
         drop = self.attn_drop if self.training else 0.0
         if self.fused_attn:
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)
         else:
             out = F.dropout(self._weights(q, k), p=drop) @ v
-        out = out.transpose(1, 2).reshape(b, n, c)  # the heads side by side
-        return self.proj_drop(self.proj(out))
+        return out.transpose(1, 2).reshape(b, nq, c)
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """The output projection (and its dropout) of :meth:`attend_heads`'s tokens; token-wise, so any subset."""
+        return self.proj_drop(self.proj(x))
+
+    def _queries(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, Nq, C) tokens -> queries (B, heads, Nq, C/heads)."""
+        b, _n, c = x.shape
+        return self.q(x).reshape(b, -1, self.num_heads, c // self.num_heads).transpose(1, 2)
+
+    def _check_tokens(self, x: torch.Tensor, hw_shape: tuple[int, int]) -> None:
+        if x.shape[1] != hw_shape[0] * hw_shape[1]:
+            raise ValueError(
+                f'x has {x.shape[1]} tokens but hw_shape {tuple(hw_shape)} holds {hw_shape[0] * hw_shape[1]}'
+            )
 
     def _heads(
         self, x: torch.Tensor, hw_shape: tuple[int, int], queries: slice = slice(None)
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Queries (B, heads, Nq, C/heads) of the ``queries`` tokens; keys, values (B, heads, M, C/heads) of ``x``."""
-        b, n, c = x.shape
-        if n != hw_shape[0] * hw_shape[1]:
-            raise ValueError(f'x has {n} tokens but hw_shape {tuple(hw_shape)} holds {hw_shape[0] * hw_shape[1]}')
-        heads = self.num_heads
-        q = self.q(x[:, queries]).reshape(b, -1, heads, c // heads).transpose(1, 2)  # (B, heads, Nq, C/heads)
-        kv = self.kv(self.reduced_tokens(x, hw_shape))
-        k, v = kv.reshape(b, -1, 2, heads, c // heads).permute(2, 0, 3, 1, 4)  # 2 × (B, heads, M, C/heads)
-        return q, k, v
+        self._check_tokens(x, hw_shape)
+        return (self._queries(x[:, queries]), *self.keys_values(x, hw_shape))
 
     def _weights(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """(B, heads, N, M) softmax of the scaled query-key products."""

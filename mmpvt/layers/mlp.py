@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layout import tokens_to_map
+
 
 class Mlp(nn.Module):
     """Two linears on (B, N, C) tokens, optionally with a 3×3 depth-wise conv between.
@@ -45,7 +47,5 @@ class Mlp(nn.Module):
         if self.relu:
             x = F.relu(x)
         if self.dwconv is not None:
-            b, _n, c = x.shape
-            x_map = x.transpose(1, 2).reshape(b, c, *hw_shape)
-            x = self.dwconv(x_map).flatten(2).transpose(1, 2)
+            x = self.dwconv(tokens_to_map(x, hw_shape)).flatten(2).transpose(1, 2)
         return self.drop(self.fc2(self.drop(self.act(x))))

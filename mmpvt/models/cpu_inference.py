@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers import Mlp, PatchEmbed, SpatialReductionAttention
+from ..layers.layout import tokens_to_map
 from ..layers.tracing import tracing
 from .cpu_features import PrecisionChoice, choose_cpu_dtype
 from .pvt import PVTBlock, PyramidVisionTransformer
@@ -201,14 +202,14 @@ class PatchGemmConv2d(nn.Conv2d):
         The channels-last result is a view of the GEMM's (B, N, C_out) tokens, so the
         caller's ``.flatten(2).transpose(1, 2)`` gets them back without a copy.
         """
-        b, _c, h, w = x.shape
+        _b, _c, h, w = x.shape
         kh, kw = self.kernel_size
         if x.device.type != 'cpu' or tracing() or h < kh or w < kw:  # the conv says what is wrong with x
             return super().forward(x)
         tokens = strided_patch_linear(x, self)  # (B, N, C_out)
         if self.output_dtype is not None and kernels_apply(x, self):
             tokens = tokens.to(self.output_dtype)
-        return tokens.transpose(1, 2).reshape(b, self.out_channels, h // kh, w // kw)
+        return tokens_to_map(tokens, (h // kh, w // kw))
 
 
 def _watched(module: nn.Module) -> bool:
@@ -247,8 +248,8 @@ class TokenChunkedBlock(PVTBlock):
     residual add after. bf16 tokens go 8192 at a time (``chunk_tokens_bf16``): on one core with
     AMX 4096 and 8192 measured alike and 10 % faster than unchunked PVT-S at 800×1333, and
     fewer, larger chunks lose less on an oversubscribed machine, where every parallel op waits
-    for a time slice. Only for blocks whose MLP has no depth-wise conv (PVT v1), which mixes
-    neighbouring tokens.
+    for a time slice. Only blocks whose MLP has no depth-wise conv (PVT v1) are chunked: that
+    conv mixes neighbouring tokens.
     """
 
     chunk_tokens = 2048
@@ -257,13 +258,52 @@ class TokenChunkedBlock(PVTBlock):
     def mlp_residual(self, x: torch.Tensor, hw_shape: tuple[int, int]) -> torch.Tensor:
         """x: (B, N, C) tokens of an H×W map -> ``x + MLP(LN(x))``, (B, N, C)."""
         chunk = self.chunk_tokens if x.dtype == torch.float32 else self.chunk_tokens_bf16
-        if not kernels_apply(x, self) or x.shape[1] <= chunk:
+        if not kernels_apply(x, self) or x.shape[1] <= chunk or self.mlp.dwconv is not None:
             return super().mlp_residual(x, hw_shape)
         out = torch.empty_like(x)
         for start in range(0, x.shape[1], chunk):
             part = slice(start, start + chunk)
             out[:, part] = super().mlp_residual(x[:, part], hw_shape)
         return out
+
+
+class CastBlock(TokenChunkedBlock):
+    """A block of a bf16 PVT (:class:`CpuPrecisionEntry`): products in bf16, the residual stream in fp32.
+
+    The tokens between the layers stay fp32 and each half adds its bf16 result to them in
+    fp32: rounding the stream to bf16 at each of PVT-S's 32 residual adds put the error at
+    1.5e-2 of the output scale (800×1333, random weights); in fp32 it is 5e-3 and the rest
+    comes from the bf16 products. In inference the block runs on ``chunk_tokens`` queries
+    at a time after computing the keys and values of the whole map once: the queries,
+    attention, projection and residual add of a chunk stay in cache, and so, in v1 blocks
+    (token-wise MLP), does the MLP half that follows. PVTv2's MLP half (its depth-wise conv
+    mixes neighbouring tokens) runs on the whole map. Hooks on the attention's own layers
+    fire once per chunk; with a hook on the attention module itself, or with
+    ``compute_dtype`` None or fp32, the block runs as :class:`TokenChunkedBlock`.
+    """
+
+    compute_dtype: torch.dtype | None = None
+    chunk_tokens_mixed = 8192
+
+    def forward(self, x: torch.Tensor, hw_shape: tuple[int, int]) -> torch.Tensor:
+        """x: (B, N, C) tokens of an H×W map -> (B, N, C), fp32 tokens for fp32 ``x``."""
+        dtype = self.compute_dtype
+        if dtype in (None, x.dtype) or x.dtype != torch.float32 or not kernels_apply(x, self) or _watched(self.attn):
+            return super().forward(x, hw_shape)
+        attn = self.attn
+        attn._check_tokens(x, hw_shape)
+        normed = self.norm1(x)
+        heads = attn.attend_heads(normed, *attn.keys_values(normed, hw_shape))  # one call: K, V packed once
+        tokenwise = self.mlp.dwconv is None
+        out = torch.empty_like(x)
+        for start in range(0, x.shape[1], self.chunk_tokens_mixed):
+            part = slice(start, start + self.chunk_tokens_mixed)
+            if tokenwise:
+                chunk = x[:, part] + attn.project(heads[:, part])
+                torch.add(chunk, self.mlp(self.norm2(chunk), hw_shape), out=out[:, part])
+            else:
+                torch.add(x[:, part], attn.project(heads[:, part]), out=out[:, part])
+        return out if tokenwise else PVTBlock.mlp_residual(self, out, hw_shape)
 
 
 class CastLinear(nn.Linear):
@@ -425,16 +465,24 @@ def optimize_for_cpu_inference(
 
 
 def _cast_layers(pvt: nn.Module) -> None:
-    """Every plain Linear and Conv2d of ``pvt`` to :class:`CastLinear` / :class:`CastConv2d` (patch GEMMs stay)."""
+    """Every plain Linear, Conv2d and block of ``pvt`` to :class:`CastLinear`, :class:`CastConv2d`, :class:`CastBlock`.
+
+    The patch GEMMs stay. Every patch embedding hands on fp32 tokens (the residual stream,
+    see :class:`CastBlock`); the first one also computes in fp32, on the fp32 image (0.2 % of
+    the FLOPs).
+    """
     for module in pvt.modules():
         if type(module) is nn.Linear:
             module.__class__ = CastLinear
         elif type(module) is nn.Conv2d:
             module.__class__ = CastConv2d
-        if isinstance(module, (PatchGemmConv2d, GeluFusedMlp, CastLinear, CastConv2d)):
+        elif type(module) in (PVTBlock, TokenChunkedBlock):
+            module.__class__ = CastBlock
+        if isinstance(module, (PatchGemmConv2d, GeluFusedMlp, CastLinear, CastConv2d, CastBlock)):
             module.compute_dtype = pvt.cpu_dtype
-    stem = pvt.stages[0].patch_embed.proj
-    stem.compute_dtype, stem.output_dtype = None, pvt.cpu_dtype
+    for stage in pvt.stages:
+        stage.patch_embed.proj.output_dtype = torch.float32
+    pvt.stages[0].patch_embed.proj.compute_dtype = None
 
 
 def cpu_precision(model: nn.Module) -> PrecisionChoice | None:

@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..layers import DropPath, Mlp, PatchEmbed, SpatialReductionAttention
+from ..layers.layout import nchw_contiguous, tokens_to_map
 from ..layers.tracing import tracing
 
 _V1 = dict(
@@ -170,6 +171,8 @@ class PVTStage(nn.Module):
         pos = self.pos_embed
         if hw_shape == (self.pos_shape, self.pos_shape) and not tracing():
             return pos
+        if not torch.is_grad_enabled():  # torch's bilinear takes 3-4× longer on a tensor that requires grad
+            pos = pos.detach()
         return resample_pos_embed(pos, hw_shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -188,8 +191,7 @@ class PVTStage(nn.Module):
             x = checkpoint(block, x, hw_shape, use_reentrant=False) if checkpointing else block(x, hw_shape)
         if self.norm is not None:
             x = self.norm(x)
-        b, _, c = x.shape
-        return x.reshape(b, *hw_shape, c).permute(0, 3, 1, 2)
+        return tokens_to_map(x, hw_shape)
 
 
 class PyramidVisionTransformer(nn.Module):
@@ -401,7 +403,7 @@ class PyramidVisionTransformer(nn.Module):
         for i, stage in enumerate(self.stages[: max(self.out_indices) + 1]):
             x = stage(x)
             if i in self.out_indices:
-                outs.append(x.contiguous())  # the usual NCHW layout for necks and heads
+                outs.append(nchw_contiguous(x))  # the usual NCHW layout for necks and heads
         return tuple(outs)
 
 
