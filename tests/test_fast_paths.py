@@ -14,6 +14,7 @@ import mmpvt.models.cpu_inference as cpu_inference
 from mmpvt.analysis import count_macs
 from mmpvt.layers import Mlp, PatchEmbed
 from mmpvt.models.cpu_inference import (
+    DwConvGeluMlp,
     GeluFusedMlp,
     PatchGemmConv2d,
     TokenChunkedBlock,
@@ -197,13 +198,53 @@ def test_only_pvt_layers_change_in_a_larger_model() -> None:
     assert isinstance(model['backbone'].stages[0].blocks[0].attn.sr, PatchGemmConv2d)
 
 
-def test_pvt_v2_keeps_its_overlapping_embeddings_and_dwconv_mlps() -> None:
+def test_pvt_v2_keeps_its_overlapping_embeddings_and_fuses_its_dwconv_mlps() -> None:
     model = optimize_for_cpu_inference(PyramidVisionTransformer.from_arch('b2_li', depths=(1, 1, 1, 1)))
     for stage in model.stages:
         assert type(stage.patch_embed.proj) is nn.Conv2d
         block = stage.blocks[0]
-        assert type(block) is PVTBlock and type(block.mlp.fc1) is nn.Linear
+        assert type(block) is PVTBlock and type(block.mlp) is DwConvGeluMlp
+        assert type(block.mlp.fc1) is nn.Linear and type(block.mlp.dwconv) is nn.Conv2d
         assert type(block.attn.sr) is nn.Conv2d  # linear SRA: a 1×1 conv after pooling
+
+
+@pytest.mark.parametrize('relu', [False, True])
+@pytest.mark.parametrize('batch', [1, 2])
+def test_the_dwconv_gelu_mlp_matches_the_plain_ops(relu: bool, batch: int) -> None:
+    """v2 (and v2-li, ReLU after fc1): the fused conv+GELU gives the plain output; autograd runs the plain ops."""
+    torch.manual_seed(0)
+    plain = Mlp(16, 64, dwconv=True, relu=relu).eval()
+    mlp = optimized(plain)
+    assert isinstance(mlp, DwConvGeluMlp)
+    x = torch.randn(batch, 7 * 9, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(mlp(x, (7, 9)), plain(x, (7, 9)), atol=1e-5, rtol=1e-5)
+    out = mlp(x, (7, 9))
+    assert out.requires_grad
+    torch.testing.assert_close(out, plain(x, (7, 9)), atol=0, rtol=0)
+
+
+def test_a_hooked_dwconv_sees_what_it_sees_in_the_plain_model() -> None:
+    """The fused kernel would skip ``dwconv`` and ``act``: with a hook on either, the MLP runs its plain path."""
+    torch.manual_seed(0)
+    mlp = optimized(Mlp(16, 64, dwconv=True).eval())
+    seen = {}
+    mlp.dwconv.register_forward_hook(lambda _m, _i, out: seen.__setitem__('dwconv', out))
+    with torch.no_grad():
+        mlp(torch.randn(1, 12, 16) * 10, (3, 4))
+    assert seen['dwconv'].min() < -0.2  # the conv's own output, not GELU's (>= -0.17)
+
+
+def test_only_plain_dwconv_gelu_mlps_are_fused() -> None:
+    """Another activation, or a depth-wise conv other than 3×3 with padding 1, is left alone."""
+    tanh = Mlp(16, 64, dwconv=True)
+    tanh.act = nn.GELU(approximate='tanh')
+    five = Mlp(16, 64, dwconv=True)
+    five.dwconv = nn.Conv2d(64, 64, 5, padding=2, groups=64)
+    dense = Mlp(16, 64, dwconv=True)
+    dense.dwconv = nn.Conv2d(64, 64, 3, padding=1, groups=1)
+    for mlp in (tanh, five, dense):
+        assert type(optimize_for_cpu_inference(mlp)) is Mlp
 
 
 def test_forward_hooks_count_the_same_on_the_optimised_model() -> None:
