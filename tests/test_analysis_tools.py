@@ -5,6 +5,7 @@ checkpoint, publishing a checkpoint, and which of mmdet's / mmseg's own tools wo
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from pathlib import Path
 
@@ -66,3 +67,19 @@ def test_browse_dataset_draws_the_pipelines_output(
         'analysis/browse_dataset.py', config, '--cfg-options', f'train_dataloader.dataset.data_root={tmp_path}/x'
     )
     assert_refused(missing, f'train_dataloader: {tmp_path}/x not found')
+
+
+def test_the_bf16_benchmark_reports_every_row(tmp_path: Path) -> None:
+    """The issue-23 benchmark end to end on tiny sizes: GEMM rates, inference, training and RetinaNet rows."""
+    out = tmp_path / 'bench.json'
+    args = ['--arch', 'tiny', '--tasks', 'bf16', '--infer-size', '64', '64', '--train-size', '64', '64']
+    args += ['--detector-size', '64', '96', '--repeats', '1', '--warmup', '0', '--json', out]
+    result = run_tool('analysis/benchmark.py', *args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results['bf16_gemm']['bf16_gflops'] > 0 and results['bf16_gemm']['fp32_gflops'] > 0
+    infer, detector = results['bf16_infer_64x64'], results['bf16_retinanet_64x96']
+    assert 0 < infer['mmpvt_bf16_error'] < 5e-2 and 0 < infer['bf16_share'] < 1
+    assert 0 < detector['bf16_backbone_error'] < 5e-2 and 0 < detector['bf16_whole_error'] < 5e-2
+    assert results['bf16_train_2x64x64']['mmpvt_bf16'] > 0
+    assert 'bf16 backbone, neck and head under autocast' in result.stdout

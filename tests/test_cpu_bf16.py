@@ -20,8 +20,10 @@ from mmpvt.models.cpu_inference import (
     CastBlock,
     CastConv2d,
     CastLinear,
+    CpuAutocastEntry,
     CpuPrecisionEntry,
     TokenChunkedBlock,
+    autocast_inference,
     cpu_precision,
     optimize_for_cpu_inference,
     refresh_cast_weights,
@@ -256,3 +258,49 @@ def test_writes_through_data_need_a_refresh() -> None:
         assert torch.equal(linear(x), before)  # stale: the documented limit of the cache
         refresh_cast_weights(linear)
         assert torch.equal(linear(x).float(), expected(linear, x))
+
+
+class NestedHead(nn.Module):
+    """A head whose result nests its maps in a tuple, a list and a dict beside a non-tensor."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple:
+        y = self.conv(x)
+        return y, [y * 2], {'y': y, 'n': 3}
+
+
+def test_autocast_inference_computes_in_bf16_and_hands_on_fp32() -> None:
+    torch.manual_seed(0)
+    head = NestedHead().eval()
+    plain = copy.deepcopy(head)
+    assert autocast_inference(head) is head and isinstance(head, CpuAutocastEntry)
+    seen = []
+    head.conv.register_forward_hook(lambda _m, inp, out: seen.append((inp[0].dtype, out.dtype)))
+    x = torch.randn(2, 4, 5, 6)
+    with torch.no_grad():
+        (y, [y2], named), (ref, _, _) = head(x), plain(x)
+    assert seen == [(torch.float32, torch.bfloat16)]  # autocast casts inside the op: fp32 in, a bf16 product out
+    assert y.dtype == y2.dtype == named['y'].dtype == torch.float32 and named['n'] == 3
+    torch.testing.assert_close(y, ref, atol=3e-2, rtol=3e-2)
+    head.train()
+    with torch.no_grad():
+        head(x)  # training mode: the plain fp32 forward
+    head.eval()
+    head(x)  # under autograd: the same
+    autocast_inference(head, None)  # switched off
+    with torch.no_grad():
+        head(x)
+    assert seen[1:] == [(torch.float32, torch.float32)] * 3
+
+
+def test_an_autocast_head_pickles_with_its_setting() -> None:
+    head = autocast_inference(NestedHead().eval())
+    loaded = pickle.loads(pickle.dumps(head))
+    assert isinstance(loaded, CpuAutocastEntry) and isinstance(loaded, NestedHead)
+    assert loaded.cpu_autocast_dtype == torch.bfloat16
+    with torch.no_grad():
+        assert loaded(torch.randn(1, 4, 2, 2))[0].dtype == torch.float32
+    assert type(copy.deepcopy(head)) is type(head)

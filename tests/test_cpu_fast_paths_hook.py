@@ -11,13 +11,19 @@ from mmengine.runner import Runner
 
 from mmpvt.engine.hooks import CpuFastPathsHook, LabelValuesHook
 from mmpvt.launch.main import build_runner
-from mmpvt.models.cpu_inference import CpuPrecisionEntry, PatchGemmConv2d
+from mmpvt.models.cpu_inference import CpuAutocastEntry, CpuPrecisionEntry, PatchGemmConv2d
 
 CAST_CACHE = '_cast_weights'  # where cast_weight keeps its copies on a module
 
 
 def patch_gemms(model: torch.nn.Module) -> int:
     return sum(isinstance(module, PatchGemmConv2d) for module in model.modules())
+
+
+def flat(out: object) -> list[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    return [t for item in out for t in flat(item)]
 
 
 def check_fast_and_equal(runner: Runner) -> None:
@@ -32,6 +38,7 @@ def check_fast_and_equal(runner: Runner) -> None:
         for ours, theirs in zip(model.backbone(image), plain.backbone(image)):
             torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
     assert model.state_dict().keys() == plain.state_dict().keys()
+    assert not any(isinstance(module, CpuAutocastEntry) for module in model.modules())  # fp32: no autocast
 
 
 def test_our_tools_add_the_hook(toy_coco: Path, tmp_path: Path) -> None:
@@ -89,3 +96,39 @@ def test_the_hook_runs_validation_in_bf16_on_fresh_weight_copies(toy_coco: Path,
     hook = next(h for h in runner.hooks if isinstance(h, CpuFastPathsHook))
     hook.before_val_iter(runner, batch_idx=0)
     assert not any(CAST_CACHE in vars(m) for m in model.modules())
+
+
+def test_with_bf16_the_neck_and_head_run_under_autocast_and_hand_on_fp32(toy_coco: Path, tmp_path: Path) -> None:
+    """RetinaNet: the head's convs compute in bf16; what box decoding and NMS read stays fp32."""
+    cfg = toy_config('retinanet_pvt_t_fpn_toy_coco', toy_coco, tmp_path)
+    cfg.custom_hooks = [dict(type='CpuFastPathsHook', dtype='bfloat16')]
+    runner = build_runner(cfg)
+    model = runner.model.eval()
+    plain = copy.deepcopy(model)
+    runner.call_hook('before_run')
+    assert isinstance(model.neck, CpuAutocastEntry) and isinstance(model.bbox_head, CpuAutocastEntry)
+    seen = {}
+    model.bbox_head.retina_cls.register_forward_hook(lambda _m, inp, out: seen.update(cls=(inp[0].dtype, out.dtype)))
+    image = torch.randn(1, 3, 96, 64)
+    with torch.no_grad():
+        ours = flat(model.bbox_head(model.extract_feat(image)))
+        theirs = flat(plain.bbox_head(plain.extract_feat(image)))
+    assert seen['cls'] == (torch.bfloat16, torch.bfloat16)
+    assert all(out.dtype == torch.float32 for out in ours) and len(ours) == len(theirs) == 10  # 5 levels × 2
+    scale = max(t.abs().max().item() for t in theirs)
+    assert max((a - b).abs().max().item() for a, b in zip(ours, theirs)) <= 3e-2 * scale
+    with torch.enable_grad():  # training and autograd: the head's own fp32 forward
+        assert all(out.dtype == torch.float32 for out in flat(model.bbox_head(model.extract_feat(image))))
+    assert seen['cls'] == (torch.float32, torch.float32)
+
+
+def test_with_bf16_a_segmentors_neck_and_decode_head_run_under_autocast(toy_ade: Path, tmp_path: Path) -> None:
+    cfg = toy_config('fpn_pvt_t_toy_ade', toy_ade, tmp_path)
+    cfg.custom_hooks = [dict(type='CpuFastPathsHook', dtype='bfloat16')]
+    runner = build_runner(cfg)
+    model = runner.model.eval()
+    runner.call_hook('before_run')
+    assert isinstance(model.neck, CpuAutocastEntry) and isinstance(model.decode_head, CpuAutocastEntry)
+    with torch.no_grad():
+        logits = model.decode_head(model.extract_feat(torch.randn(1, 3, 64, 64)))
+    assert logits.dtype == torch.float32 and logits.shape[:2] == (1, 150)

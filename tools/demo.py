@@ -35,6 +35,7 @@ from torch import nn
 from mmpvt import optimize_for_cpu_inference
 from mmpvt.checkpoint import allow_mmengine_checkpoints, missing_checkpoint
 from mmpvt.engine.fileio import write_atomically
+from mmpvt.engine.hooks.cpu_fast_paths import autocast_heads
 from mmpvt.launch import ConfigError
 from mmpvt.launch.cfg_options import CfgOptionsAction
 from mmpvt.launch.checkpoints import load_checked
@@ -68,8 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         '--amp',
         action='store_true',
-        help='mixed precision: float16 autocast on a GPU; on a CPU the PVT backbone in bfloat16 where the CPU has '
-        'a bf16 matrix unit (AMX), fp32 elsewhere (printed)',
+        help='mixed precision: float16 autocast on a GPU; on a CPU the PVT backbone in bfloat16, the neck and heads '
+        'under bfloat16 autocast, where the CPU has a bf16 matrix unit (AMX), fp32 elsewhere (printed)',
     )
     parser.add_argument('--cfg-options', nargs='+', action=CfgOptionsAction, help='override config settings')
     args = parser.parse_args(argv)
@@ -184,9 +185,11 @@ def build(cfg: Config, checkpoint: str, device: str, amp: bool = False) -> tuple
     loaded = load_checked(model, checkpoint)  # another model's checkpoint: refused, not loaded leniently
     model.dataset_meta = dataset_meta(cfg, model, loaded)
     choice = choose_cpu_dtype('auto' if amp and device == 'cpu' else 'float32')
-    if amp and device == 'cpu':
-        print(f'--amp: the PVT backbone runs in {choice}')
     model = optimize_for_cpu_inference(model.to(device).eval(), choice)  # steps aside on a GPU
+    if amp and device == 'cpu':
+        heads = autocast_heads(model, choice.dtype)
+        after = f'; {", ".join(heads)} under {str(choice.dtype)[6:]} autocast' if heads else ''
+        print(f'--amp: the PVT backbone runs in {choice}{after}')
     cfg.visualizer.vis_backends = None  # the pictures go to out_file: no backend, no save_dir
     cfg.visualizer.save_dir = None
     visualizer = visualizers.build(cfg.visualizer)

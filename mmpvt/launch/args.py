@@ -69,8 +69,9 @@ def test_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         '--amp',
         action='store_true',
-        help='mixed-precision inference: float16 autocast on a GPU; on a CPU the PVT backbone in bfloat16 where '
-        'the CPU has a bf16 matrix unit (AMX), fp32 elsewhere (the log says which)',
+        help='mixed-precision inference: float16 autocast on a GPU; on a CPU the PVT backbone in bfloat16 and the '
+        'neck and heads under bfloat16 autocast where the CPU has a bf16 matrix unit (AMX), fp32 elsewhere (the '
+        'log says which)',
     )
     parser.add_argument(
         '--tta',

@@ -310,7 +310,9 @@ def amp_inference(cfg: Config) -> None:
 
     CUDA: mmengine's test loop under float16 autocast (``test_cfg.fp16``). CPU: the PVT
     backbone in bf16 where the CPU has a bf16 matrix unit, fp32 elsewhere
-    (``CpuFastPathsHook(dtype='auto')``, which logs the choice); neck and head stay fp32.
+    (``CpuFastPathsHook(dtype='auto')``, which logs the choice); with bf16 the neck and the
+    heads run under bf16 autocast and hand fp32 to box decoding, NMS and resizing
+    (:func:`~mmpvt.engine.hooks.cpu_fast_paths.autocast_heads`).
     """
     if torch.cuda.is_available():
         cfg.test_cfg = dict(cfg.get('test_cfg') or dict(type='TestLoop'), fp16=True)

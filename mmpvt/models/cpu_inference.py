@@ -22,13 +22,13 @@ computation whenever its shortcut does not apply:
   norm, the MLP's hidden layer and the residual add stay in cache.
 
 With ``dtype=torch.bfloat16`` (or ``'auto'`` on a CPU with AMX, :mod:`.cpu_features`) the
-PVT additionally runs its inference in bf16 (:class:`CpuPrecisionEntry`): the first patch
-embedding computes in fp32 on the image and hands on bf16 tokens, every later product, the
-norms, the attention and the residual stream run in bf16, the products on bf16 copies of the
-fp32 weights (:func:`cast_weight`, cached until a parameter changes; :class:`CastLinear`,
-:class:`CastConv2d`), and the maps are cast back to fp32. The parameters, the state dict and
-the fp32 path stay as they are; in training and under autograd the model runs as before
-(autocast, ``--amp``, is the training path).
+PVT additionally runs its inference in bf16 (:class:`CpuPrecisionEntry`): every product
+(linears, patch GEMMs, convs, attention) runs in bf16 on bf16 copies of the fp32 weights
+(:func:`cast_weight`, cached until a parameter changes; :class:`CastLinear`,
+:class:`CastConv2d`), while the residual stream, the norms and the maps stay fp32
+(:class:`CastBlock`); the first patch embedding computes in fp32 on the image. The
+parameters, the state dict and the fp32 path stay as they are; in training and under
+autograd the model runs as before (autocast, ``--amp``, is the training path).
 
 This is the only file that calls torch's private ``mkldnn._linear_pointwise`` and ``mkldnn._convolution_pointwise``.
 """
@@ -392,13 +392,46 @@ class CastConv2d(nn.Conv2d):
         return out if self.output_dtype is None else out.to(self.output_dtype)
 
 
-class CpuPrecisionEntry(nn.Module):
+class _RuntimeMixin(nn.Module):
+    """A mixin that :func:`_with_mixin` puts in front of a module's own class at run time.
+
+    The mixed class is made at run time, so a pickled module names its plain class and the
+    mixin, and gets the mixin back when loaded.
+    """
+
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
+        """Pickle as the plain class (the mixed class is made at run time), mixing the mixin in when loaded."""
+        rebuild, (cls, *args), *state = super().__reduce_ex__(protocol)
+        return (_restore_mixed, (rebuild, cls.__bases__[0], cls.__bases__[1], *args), *state)
+
+
+_MIXED_CLASSES: dict[tuple[type, type], type] = {}
+
+
+def _restore_mixed(rebuild: Callable[..., Any], mixin: type, cls: type, *args: Any) -> nn.Module:
+    """Unpickle a module saved with a :class:`_RuntimeMixin`: build the plain class, mix the mixin in again."""
+    module = rebuild(cls, *args)
+    _with_mixin(module, mixin)
+    return module
+
+
+def _with_mixin(module: nn.Module, mixin: type) -> None:
+    """Change ``module``'s class to a subclass of it that mixes in ``mixin`` (once)."""
+    cls = type(module)
+    if issubclass(cls, mixin):
+        return
+    if (mixin, cls) not in _MIXED_CLASSES:
+        _MIXED_CLASSES[mixin, cls] = type(cls.__name__, (mixin, cls), {'__module__': cls.__module__})
+    module.__class__ = _MIXED_CLASSES[mixin, cls]
+
+
+class CpuPrecisionEntry(_RuntimeMixin):
     """Mixed into a PVT's class by :func:`optimize_for_cpu_inference`: runs its CPU inference in ``cpu_dtype``.
 
     In bf16 CPU inference (eval mode, no gradient, not tracing) of an fp32 input the backbone
-    runs with autocast off (its layers compute in bf16 on cached weight copies, so nothing is
-    cast between them; the first patch embedding casts its tokens to bf16), and the maps
-    come back in fp32, or in autocast's dtype inside an autocast region. Everywhere else,
+    runs with autocast off (its products cast their inputs to bf16 themselves, on cached
+    weight copies; the residual stream stays fp32, :class:`CastBlock`), and the maps come
+    back in fp32, or in autocast's dtype inside an autocast region. Everywhere else,
     and with ``cpu_dtype=torch.float32``, the PVT's own ``forward`` runs unchanged.
 
     Attributes:
@@ -409,17 +442,12 @@ class CpuPrecisionEntry(nn.Module):
     cpu_dtype: torch.dtype = torch.float32
     cpu_precision: PrecisionChoice | None = None
 
-    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
-        """Pickle as the plain PVT class (the mixed class is made at run time), mixing the entry in when loaded."""
-        rebuild, (cls, *args), *state = super().__reduce_ex__(protocol)
-        return (_restore_entry, (rebuild, cls.__bases__[1], *args), *state)
-
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """x: (B, C_in, H, W) images -> the PVT's maps, in ``x``'s dtype (autocast's inside autocast)."""
         if self.cpu_dtype == torch.float32 or x.dtype != torch.float32 or not _entry_applies(x, self):
             return super().forward(x)
         out_dtype = torch.get_autocast_dtype('cpu') if torch.is_autocast_enabled('cpu') else x.dtype
-        with torch.autocast('cpu', enabled=False):  # the stem casts the tokens (_cast_layers)
+        with torch.autocast('cpu', enabled=False):  # each product casts its own input (_cast_layers)
             outs = super().forward(x)
         return tuple(out.to(out_dtype) for out in outs)
 
@@ -429,24 +457,58 @@ def _entry_applies(x: torch.Tensor, module: nn.Module) -> bool:
     return _MKLDNN and not module.training and not torch.is_grad_enabled() and x.device.type == 'cpu' and not tracing()
 
 
-_ENTRY_CLASSES: dict[type, type] = {}
+class CpuAutocastEntry(_RuntimeMixin):
+    """Mixed into a module's class by :func:`autocast_inference`: its CPU inference under bf16 autocast, fp32 out.
+
+    In CPU inference (eval mode, no gradient, not tracing, no autocast region already) the
+    module's ``forward`` runs under ``torch.autocast('cpu', cpu_autocast_dtype)`` and every
+    tensor of that dtype in its result (tuples, lists and dicts of them too) comes back in fp32,
+    so whatever reads it (box decoding, NMS, resizing, metrics) gets fp32 as before.
+    Everywhere else, and with ``cpu_autocast_dtype`` None, the module's own ``forward`` runs.
+    """
+
+    cpu_autocast_dtype: torch.dtype | None = None
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """The module's own ``forward``, under autocast in CPU inference (see the class)."""
+        dtype = self.cpu_autocast_dtype
+        if (
+            dtype is None
+            or self.training
+            or torch.is_grad_enabled()
+            or torch.is_autocast_enabled('cpu')
+            or tracing()
+            or any(param.device.type != 'cpu' for param in self.parameters())
+        ):
+            return super().forward(*args, **kwargs)
+        with torch.autocast('cpu', dtype):
+            out = super().forward(*args, **kwargs)
+        return _to_float32(out, dtype)
 
 
-def _restore_entry(rebuild: Callable[..., Any], cls: type, *args: Any) -> nn.Module:
-    """Unpickle a PVT saved with :class:`CpuPrecisionEntry` mixed in: build the plain class, mix the entry in again."""
-    model = rebuild(cls, *args)
-    _with_entry(model)
-    return model
+def _to_float32(out: Any, dtype: torch.dtype) -> Any:
+    """``out`` with every tensor of ``dtype`` in it (in tuples, lists and dicts too) cast to fp32."""
+    if isinstance(out, torch.Tensor):
+        return out.float() if out.dtype == dtype else out
+    if isinstance(out, (tuple, list)):
+        items = [_to_float32(item, dtype) for item in out]
+        return type(out)(*items) if hasattr(out, '_fields') else type(out)(items)
+    if isinstance(out, dict):
+        return type(out)((key, _to_float32(value, dtype)) for key, value in out.items())
+    return out
 
 
-def _with_entry(model: nn.Module) -> None:
-    """Change ``model``'s class to a subclass that mixes in :class:`CpuPrecisionEntry` (once)."""
-    cls = type(model)
-    if issubclass(cls, CpuPrecisionEntry):
-        return
-    if cls not in _ENTRY_CLASSES:
-        _ENTRY_CLASSES[cls] = type(cls.__name__, (CpuPrecisionEntry, cls), {'__module__': cls.__module__})
-    model.__class__ = _ENTRY_CLASSES[cls]
+def autocast_inference(module: nn.Module, dtype: torch.dtype | None = torch.bfloat16) -> nn.Module:
+    """Run ``module``'s CPU inference under ``torch.autocast('cpu', dtype)``, its outputs back in fp32.
+
+    For the layers after a bf16 backbone (a detector's neck and heads, a segmentor's decode
+    heads): their convolutions and linears then run in bf16 as well. Changes the module's
+    class in place (:class:`CpuAutocastEntry`); its parameters, state-dict keys and hooks stay.
+    ``dtype=None`` switches it off again. Returns ``module``.
+    """
+    _with_mixin(module, CpuAutocastEntry)
+    module.cpu_autocast_dtype = dtype
+    return module
 
 
 def optimize_for_cpu_inference(
@@ -506,7 +568,7 @@ def optimize_for_cpu_inference(
         if isinstance(module, PyramidVisionTransformer) and (cast or isinstance(module, CpuPrecisionEntry)):
             entries.append(module)
     for pvt in entries:  # after the loop: the patch convs must have become GEMMs first
-        _with_entry(pvt)
+        _with_mixin(pvt, CpuPrecisionEntry)
         pvt.cpu_dtype, pvt.cpu_precision = choice.dtype, choice
         _cast_layers(pvt)
     return model

@@ -41,8 +41,10 @@ version did too.) Tasks:
   (``mmpvt_autocast``); each bf16 output's error against its own fp32 output (max |diff| /
   max |fp32 output|); the share of the bf16 GEMM rate our bf16 path reaches. Then the
   training step (``--train-size``) of both backbones in fp32 and under bf16 autocast (what
-  ``--amp`` runs on a CPU). The CPU's AMX flags and the precision ``--amp`` would choose are
-  in the machine record.
+  ``--amp`` runs on a CPU). For PVT v1, RetinaNet's predict at ``--detector-size`` in fp32, with
+  the bf16 backbone alone and with neck and head under bf16 autocast too (what ``test.py --amp``
+  runs), and each one's head outputs against fp32's. The CPU's AMX flags and the precision
+  ``--amp`` would choose are in the machine record.
 
 Timings are medians of ``--repeats`` runs after ``--warmup`` runs, mmdet and ours
 alternating, so a noisy shared machine slows all alike.
@@ -421,6 +423,34 @@ def run_bf16(theirs: nn.Module, ours: nn.Module, args: argparse.Namespace, resul
     )
 
 
+def run_bf16_detector(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    """RetinaNet-PVT predict on the CPU: fp32, the bf16 backbone alone, and with neck and head under bf16 autocast."""
+    from mmpvt import optimize_for_cpu_inference
+    from mmpvt.engine.hooks.cpu_fast_paths import autocast_heads
+
+    _theirs, ours = build_detectors(args.arch)
+    ours.eval()
+    whole = optimize_for_cpu_inference(copy.deepcopy(ours), torch.bfloat16)
+    autocast_heads(whole, torch.bfloat16)
+    models = {
+        'fp32': optimize_for_cpu_inference(copy.deepcopy(ours)),
+        'bf16_backbone': optimize_for_cpu_inference(copy.deepcopy(ours), torch.bfloat16),
+        'bf16_whole': whole,
+    }
+    x, samples = detector_inputs(tuple(args.detector_size), 'cpu')
+    with torch.inference_mode():
+        reference = models['fp32'](x, mode='tensor')
+        errors = {f'{name}_error': agree(reference, models[name](x, mode='tensor'))[2] for name in list(models)[1:]}
+        times = time_pair({name: lambda m=m: m.predict(x, samples) for name, m in models.items()}, args)
+    h, w = args.detector_size
+    results[f'bf16_retinanet_{h}x{w}'] = dict(
+        **times,
+        **errors,
+        backbone_gain=times['fp32'] / times['bf16_backbone'],
+        whole_gain=times['fp32'] / times['bf16_whole'],
+    )
+
+
 # ----------------------------------------------------------------------------- report
 def machine() -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
@@ -502,6 +532,14 @@ def print_bf16_table(results: dict[str, Any]) -> None:
                 f'| {name[5:]} | {r["mmdet"]:.3f} s | {r["mmdet_bf16"]:.3f} s | {r["mmpvt"]:.3f} s '
                 f'| {r["mmpvt_bf16"]:.3f} s (autocast) | | {r["bf16_gain"]:.2f}× | | |'
             )
+    for name, r in results.items():
+        if name.startswith('bf16_retinanet'):
+            print(
+                f'\n{name[5:]} predict, mmpvt: fp32 {r["fp32"]:.3f} s; bf16 backbone {r["bf16_backbone"]:.3f} s '
+                f"({r['backbone_gain']:.2f}×, head outputs {r['bf16_backbone_error']:.1e} of scale from fp32's); "
+                f'bf16 backbone, neck and head under autocast {r["bf16_whole"]:.3f} s ({r["whole_gain"]:.2f}×, '
+                f'{r["bf16_whole_error"]:.1e})'
+            )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -548,6 +586,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         theirs, ours = build_backbones(args.arch)
         run_bf16(theirs, ours, args, results)
         del theirs, ours
+        if args.arch in MMDET_DEPTHS:  # mmdet's RetinaNet-PVT configs are v1's
+            run_bf16_detector(args, results)
     results['machine']['load_average_end'] = os.getloadavg()
     print_table(results)
     if args.json:

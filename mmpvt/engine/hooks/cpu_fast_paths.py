@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
+from torch import nn
 
 from ...models.cpu_features import choose_cpu_dtype
-from ...models.cpu_inference import optimize_for_cpu_inference, refresh_cast_weights
+from ...models.cpu_inference import autocast_inference, optimize_for_cpu_inference, refresh_cast_weights
 
 
 @HOOKS.register_module()
@@ -39,8 +41,10 @@ class CpuFastPathsHook(Hook):
         if all(param.device.type == 'cpu' for param in runner.model.parameters()):
             choice = choose_cpu_dtype(self.dtype)
             optimize_for_cpu_inference(runner.model, choice)
+            heads = autocast_heads(runner.model, choice.dtype)
             if self.dtype != 'float32':
-                print_log(f'CPU inference of the PVT backbone runs in {choice}', logger='current')
+                after = f'; {", ".join(heads)} under {str(choice.dtype)[6:]} autocast' if heads else ''
+                print_log(f'CPU inference of the PVT backbone runs in {choice}{after}', logger='current')
 
     def before_val_iter(self, runner: Any, batch_idx: int, data_batch: Any = None) -> None:
         """Drop the bf16 weight copies before a validation: EMAHook swaps weights through ``.data``."""
@@ -51,3 +55,48 @@ class CpuFastPathsHook(Hook):
         """As :meth:`before_val_iter`, for testing."""
         if batch_idx == 0:
             refresh_cast_weights(runner.model)
+
+
+def autocast_heads(model: nn.Module, dtype: torch.dtype) -> list[str]:
+    """Put the neck and heads of a detector or segmentor under CPU autocast in ``dtype`` for inference.
+
+    With a bf16 backbone these layers would otherwise keep most of the work in fp32 (RetinaNet's
+    head costs about as much as PVT-S at 800×1333). Each runs its ``forward`` under autocast
+    and hands fp32 on (:func:`~mmpvt.models.cpu_inference.autocast_inference`), so box decoding,
+    NMS, RoI extraction, resizing and the metrics see fp32 as before. Only layers made of
+    convolutions, linears and norms are taken: any neck, mmdet's anchor-based heads and the
+    anchor-free ones except MaskFormer's family, the RoI box and FCN mask heads, and mmseg's
+    decode heads. For ``dtype`` fp32 this switches it off again. Returns the names of the
+    modules taken (an unwrapped ``model`` or one inside a wrapper's ``module``).
+    """
+    model = getattr(model, 'module', model)
+    taken = []
+    for name, module in model.named_modules():
+        if name == 'neck' or _plain_head(module):
+            if dtype == torch.float32 and not hasattr(module, 'cpu_autocast_dtype'):
+                continue
+            autocast_inference(module, None if dtype == torch.float32 else dtype)
+            taken.append(name)
+    return taken
+
+
+def _plain_head(module: nn.Module) -> bool:
+    """True for a head made of convolutions, linears and norms (see :func:`autocast_heads`)."""
+    heads: list[type] = []
+    excluded: list[type] = []
+    try:
+        from mmdet.models.dense_heads import AnchorFreeHead, AnchorHead, MaskFormerHead
+        from mmdet.models.roi_heads.bbox_heads import BBoxHead
+        from mmdet.models.roi_heads.mask_heads import FCNMaskHead
+
+        heads += [AnchorHead, AnchorFreeHead, BBoxHead, FCNMaskHead]
+        excluded.append(MaskFormerHead)
+    except ImportError:
+        pass
+    try:
+        from mmseg.models.decode_heads.decode_head import BaseDecodeHead
+
+        heads.append(BaseDecodeHead)
+    except ImportError:
+        pass
+    return isinstance(module, tuple(heads)) and not isinstance(module, tuple(excluded))
