@@ -41,6 +41,17 @@ def check_fast_and_equal(runner: Runner) -> None:
     assert not any(isinstance(module, CpuAutocastEntry) for module in model.modules())  # fp32: no autocast
 
 
+def bf16_runner(config: str, data: Path, tmp_path: Path) -> tuple[Runner, torch.nn.Module, torch.nn.Module]:
+    """A toy config with ``CpuFastPathsHook(dtype='bfloat16')`` after ``before_run``; ``plain``: the model before."""
+    cfg = toy_config(config, data, tmp_path)
+    cfg.custom_hooks = [dict(type='CpuFastPathsHook', dtype='bfloat16')]
+    runner = build_runner(cfg)
+    model = runner.model.eval()
+    plain = copy.deepcopy(model)
+    runner.call_hook('before_run')
+    return runner, model, plain
+
+
 def test_our_tools_add_the_hook(toy_coco: Path, tmp_path: Path) -> None:
     runner = build_runner(toy_config('retinanet_pvt_t_fpn_toy_coco', toy_coco, tmp_path))
     check_fast_and_equal(runner)
@@ -80,12 +91,7 @@ def test_the_runners_table_of_hooks_lists_the_hooks_our_tools_add(toy_coco: Path
 
 def test_the_hook_runs_validation_in_bf16_on_fresh_weight_copies(toy_coco: Path, tmp_path: Path) -> None:
     """``dtype='bfloat16'``: the backbone's inference runs in bf16; the copies are dropped before each validation."""
-    cfg = toy_config('retinanet_pvt_t_fpn_toy_coco', toy_coco, tmp_path)
-    cfg.custom_hooks = [dict(type='CpuFastPathsHook', dtype='bfloat16')]
-    runner = build_runner(cfg)
-    model = runner.model.eval()
-    plain = copy.deepcopy(model)
-    runner.call_hook('before_run')
+    runner, model, plain = bf16_runner('retinanet_pvt_t_fpn_toy_coco', toy_coco, tmp_path)
     assert isinstance(model.backbone, CpuPrecisionEntry) and model.backbone.cpu_dtype == torch.bfloat16
     image = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
@@ -100,12 +106,7 @@ def test_the_hook_runs_validation_in_bf16_on_fresh_weight_copies(toy_coco: Path,
 
 def test_with_bf16_the_neck_and_head_run_under_autocast_and_hand_on_fp32(toy_coco: Path, tmp_path: Path) -> None:
     """RetinaNet: the head's convs compute in bf16; what box decoding and NMS read stays fp32."""
-    cfg = toy_config('retinanet_pvt_t_fpn_toy_coco', toy_coco, tmp_path)
-    cfg.custom_hooks = [dict(type='CpuFastPathsHook', dtype='bfloat16')]
-    runner = build_runner(cfg)
-    model = runner.model.eval()
-    plain = copy.deepcopy(model)
-    runner.call_hook('before_run')
+    _, model, plain = bf16_runner('retinanet_pvt_t_fpn_toy_coco', toy_coco, tmp_path)
     assert isinstance(model.neck, CpuAutocastEntry) and isinstance(model.bbox_head, CpuAutocastEntry)
     seen = {}
     model.bbox_head.retina_cls.register_forward_hook(lambda _m, inp, out: seen.update(cls=(inp[0].dtype, out.dtype)))
@@ -123,11 +124,7 @@ def test_with_bf16_the_neck_and_head_run_under_autocast_and_hand_on_fp32(toy_coc
 
 
 def test_with_bf16_a_segmentors_neck_and_decode_head_run_under_autocast(toy_ade: Path, tmp_path: Path) -> None:
-    cfg = toy_config('fpn_pvt_t_toy_ade', toy_ade, tmp_path)
-    cfg.custom_hooks = [dict(type='CpuFastPathsHook', dtype='bfloat16')]
-    runner = build_runner(cfg)
-    model = runner.model.eval()
-    runner.call_hook('before_run')
+    _, model, _ = bf16_runner('fpn_pvt_t_toy_ade', toy_ade, tmp_path)
     assert isinstance(model.neck, CpuAutocastEntry) and isinstance(model.decode_head, CpuAutocastEntry)
     with torch.no_grad():
         logits = model.decode_head(model.extract_feat(torch.randn(1, 3, 64, 64)))
