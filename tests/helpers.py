@@ -76,20 +76,17 @@ def run_tool(
 
 
 def descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (from /proc)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path('/proc').glob('[0-9]*/stat'):
-        try:
-            fields = stat.read_text().rsplit(')', 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
+    """Every process below ``pid``, zombies included (gpu_check's walk over /proc)."""
+    return gpucheck_build().descendants(pid, zombies=True)
+
+
+@functools.cache
+def gpucheck_build() -> ModuleType:
+    """``tools/analysis/gpucheck/build.py``: gpucheck is a package of the tools, not of mmpvt."""
+    tools = str(REPO / 'tools' / 'analysis')
+    if tools not in sys.path:
+        sys.path.insert(0, tools)
+    return importlib.import_module('gpucheck.build')
 
 
 def hashes(*roots: Path) -> dict[str, str]:

@@ -416,6 +416,31 @@ time.sleep(120)
     assert not state.exists() or state.read_text().rsplit(')', 1)[1].split()[0] == 'Z', 'the grandchild survived'
 
 
+def test_the_process_walk_counts_an_unreaped_child_only_when_asked() -> None:
+    """kill_tree waits for the living descendants; the tests' helper also sees a child that exited unreaped."""
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            '-c',
+            'import subprocess, time; c = subprocess.Popen(["sleep", "60"]); '
+            'z = subprocess.Popen(["true"]); print(c.pid, z.pid, flush=True); time.sleep(60)',
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        living, exited = map(int, parent.stdout.readline().split())
+        for _ in range(100):  # until ``true`` has exited and waits to be reaped
+            if Path(f'/proc/{exited}/stat').read_text().rsplit(')', 1)[1].split()[0] == 'Z':
+                break
+            time.sleep(0.05)
+        assert build.descendants(parent.pid) == [living]
+        assert sorted(build.descendants(parent.pid, zombies=True)) == sorted([living, exited])
+    finally:
+        build.kill_tree(parent.pid)
+        parent.wait()
+
+
 # --- the whole command: a planted failed build, a kill midway ------------------------------------
 
 

@@ -162,15 +162,15 @@ def kill_tree(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def descendants(pid: int) -> list[int]:
-    """Every living (not zombie) descendant of ``pid``, from /proc."""
+def descendants(pid: int, *, zombies: bool = False) -> list[int]:
+    """Every descendant of ``pid``, from /proc: the living ones, and the exited but unreaped ones with ``zombies``."""
     children: dict[int, list[int]] = {}
     for stat in Path('/proc').glob('[0-9]*/stat'):
         try:
             state, ppid = stat.read_text().rsplit(')', 1)[1].split()[:2]
         except OSError:
             continue
-        if state != 'Z':
+        if zombies or state != 'Z':
             children.setdefault(int(ppid), []).append(int(stat.parent.name))
     found, todo = [], [pid]
     while todo:
