@@ -519,27 +519,28 @@ def print_bf16_table(results: dict[str, Any]) -> None:
         '| fp32 / bf16 (ours) | share of the bf16 GEMM rate | error of mmpvt bf16 (autocast; mmdet) |'
         '\n|---|---|---|---|---|---|---|---|---|'
     )
+    rows, after = [], []  # the table's rows; the detector's line below the table
     for name, r in results.items():
         if name.startswith('bf16_infer'):
-            print(
+            rows.append(
                 f'| {name[5:]} ({r["gflop"]:.0f} GFLOP) | {r["mmdet"]:.3f} s | {r["mmdet_bf16"]:.3f} s '
                 f'| {r["mmpvt"]:.3f} s | {r["mmpvt_bf16"]:.3f} s | {r["mmpvt_autocast"]:.3f} s | {r["bf16_gain"]:.2f}× '
                 f"| {r['bf16_share']:.0%} (fp32 path: {r['fp32_share']:.0%} of fp32's) "
                 f'| {r["mmpvt_bf16_error"]:.1e} ({r["mmpvt_autocast_error"]:.1e}; {r["mmdet_bf16_error"]:.1e}) |'
             )
         elif name.startswith('bf16_train'):
-            print(
+            rows.append(
                 f'| {name[5:]} | {r["mmdet"]:.3f} s | {r["mmdet_bf16"]:.3f} s | {r["mmpvt"]:.3f} s '
                 f'| {r["mmpvt_bf16"]:.3f} s (autocast) | | {r["bf16_gain"]:.2f}× | | |'
             )
-    for name, r in results.items():
-        if name.startswith('bf16_retinanet'):
-            print(
+        elif name.startswith('bf16_retinanet'):
+            after.append(
                 f'\n{name[5:]} predict, mmpvt: fp32 {r["fp32"]:.3f} s; bf16 backbone {r["bf16_backbone"]:.3f} s '
                 f"({r['backbone_gain']:.2f}×, head outputs {r['bf16_backbone_error']:.1e} of scale from fp32's); "
                 f'bf16 backbone, neck and head under autocast {r["bf16_whole"]:.3f} s ({r["whole_gain"]:.2f}×, '
                 f'{r["bf16_whole_error"]:.1e})'
             )
+    print('\n'.join(rows + after))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
