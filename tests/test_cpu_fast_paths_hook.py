@@ -10,6 +10,7 @@ from helpers import toy_config
 from mmengine.runner import Runner
 
 from mmpvt.engine.hooks import CpuFastPathsHook, LabelValuesHook
+from mmpvt.engine.hooks.cpu_fast_paths import _plain_head
 from mmpvt.launch.main import build_runner
 from mmpvt.models.cpu_inference import CpuAutocastEntry, CpuPrecisionEntry, PatchGemmConv2d
 
@@ -129,3 +130,16 @@ def test_with_bf16_a_segmentors_neck_and_decode_head_run_under_autocast(toy_ade:
     with torch.no_grad():
         logits = model.decode_head(model.extract_feat(torch.randn(1, 3, 64, 64)))
     assert logits.dtype == torch.float32 and logits.shape[:2] == (1, 150)
+
+
+def test_heads_with_their_own_arithmetic_are_not_autocast() -> None:
+    """Mask2Former's head is an AnchorFreeHead but runs a transformer decoder and matching: it is left in fp32."""
+    from mmdet.models.dense_heads import Mask2FormerHead, MaskFormerHead, RetinaHead
+    from mmdet.models.roi_heads.bbox_heads import Shared2FCBBoxHead
+    from mmseg.models.decode_heads import FPNHead
+
+    def plain(cls: type) -> bool:
+        return _plain_head(cls.__new__(cls))  # the class decides; no head needs building
+
+    assert plain(RetinaHead) and plain(Shared2FCBBoxHead) and plain(FPNHead)
+    assert not plain(MaskFormerHead) and not plain(Mask2FormerHead) and not plain(torch.nn.Conv2d)

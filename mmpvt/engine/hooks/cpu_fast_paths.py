@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -82,6 +83,13 @@ def autocast_heads(model: nn.Module, dtype: torch.dtype) -> list[str]:
 
 def _plain_head(module: nn.Module) -> bool:
     """True for a head made of convolutions, linears and norms (see :func:`autocast_heads`)."""
+    heads, excluded = _head_classes()
+    return isinstance(module, heads) and not isinstance(module, excluded)
+
+
+@functools.cache
+def _head_classes() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """The head classes :func:`autocast_heads` takes and those it leaves, of mmdet and mmseg where installed."""
     heads: list[type] = []
     excluded: list[type] = []
     try:
@@ -99,4 +107,4 @@ def _plain_head(module: nn.Module) -> bool:
         heads.append(BaseDecodeHead)
     except ImportError:
         pass
-    return isinstance(module, tuple(heads)) and not isinstance(module, tuple(excluded))
+    return tuple(heads), tuple(excluded)
