@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import logging
 import math
+import pickle
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import logged_records, small_config
+from helpers import TOY_CONFIGS, logged_records, small_config
 from mmengine.config import Config
 from mmengine.logging import MMLogger
 from torch import nn
 
+from mmpvt.engine.fp32_islands import Fp32Forward, Fp32Proposals, fp32_islands
 from mmpvt.engine.hooks import CpuFastPathsHook
 from mmpvt.engine.optim import CpuAmpOptimWrapper
 from mmpvt.launch import ConfigError
@@ -118,3 +120,61 @@ def test_non_finite_loss_is_skipped_and_reported() -> None:
     assert not torch.equal(before[0], model.weight)
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert wrapper.skipped_steps == 1
+
+
+def toy_mask_rcnn() -> nn.Module:
+    """The toy Mask R-CNN-PVT-T, built through mmdet's registry (random weights; no data read)."""
+    from mmdet.registry import MODELS as MMDET_MODELS
+    from mmengine.registry import DefaultScope
+
+    cfg = Config.fromfile(str(TOY_CONFIGS / 'mask_rcnn_pvt_t_fpn_toy_coco.py'))
+    cfg.model.backbone.init_cfg = None
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        return MMDET_MODELS.build(cfg.model)
+
+
+def test_a_two_stage_detectors_nms_and_roi_align_run_in_fp32_under_cpu_autocast() -> None:
+    """mmcv's CPU nms and roi_align take fp32 only: under bf16 autocast they get fp32 copies, the rest stays bf16."""
+    torch.manual_seed(0)
+    model = toy_mask_rcnn()
+    assert fp32_islands(model) == ['rpn_head', 'roi_head.bbox_roi_extractor', 'roi_head.mask_roi_extractor']
+    assert fp32_islands(model) == []  # once
+    assert isinstance(model.rpn_head, Fp32Proposals) and isinstance(model.roi_head.bbox_roi_extractor, Fp32Forward)
+    feats = [torch.randn(1, 256, 64 // 2**i, 64 // 2**i, requires_grad=True) for i in range(5)]  # FPN's maps
+    rois = torch.tensor([[0.0, 4.0, 4.0, 40.0, 36.0], [0.0, 0.0, 8.0, 63.0, 60.0]])
+    meta = dict(img_shape=(256, 256), scale_factor=(1.0, 1.0))
+    with torch.autocast('cpu', torch.bfloat16):
+        maps = [f.bfloat16() for f in feats]  # as the autocast FPN hands them on
+        pooled = model.roi_head.bbox_roi_extractor(maps[:4], rois)
+        assert pooled.dtype == torch.float32 and pooled.shape == (2, 256, 7, 7)
+        assert model.roi_head.bbox_head.shared_fcs[0](pooled.flatten(1)).dtype == torch.bfloat16  # not an island
+        cls_scores, bbox_preds = model.rpn_head(maps)
+        assert cls_scores[0].dtype == torch.bfloat16
+        (proposals,) = model.rpn_head.predict_by_feat(cls_scores, bbox_preds, batch_img_metas=[meta], rescale=False)
+    assert proposals.bboxes.dtype == torch.float32 and len(proposals) > 0
+    pooled.sum().backward()  # gradients reach the bf16 maps through the fp32 copies
+    assert feats[0].grad is not None and feats[0].grad.abs().sum() > 0
+    with torch.no_grad():  # outside autocast: the plain fp32 forward
+        plain = model.roi_head.bbox_roi_extractor(feats[:4], rois)
+    torch.testing.assert_close(pooled.detach(), plain, rtol=2e-2, atol=2e-2)  # bf16 maps, fp32 pooling
+    loaded = pickle.loads(pickle.dumps(model))
+    assert isinstance(loaded.rpn_head, Fp32Proposals) and type(loaded.rpn_head).__name__ == 'RPNHead'
+
+
+def test_the_cpu_amp_wrapper_makes_the_islands_once_and_says_so() -> None:
+    model = toy_mask_rcnn()
+    wrapper = CpuAmpOptimWrapper(optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = records.append
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(handler)
+    try:
+        for _ in range(2):
+            with wrapper.optim_context(model):
+                assert torch.is_autocast_enabled('cpu')
+    finally:
+        logger.removeHandler(handler)
+    said = [r.getMessage() for r in records if 'inside the bf16 autocast region' in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith('--amp on the CPU: rpn_head, roi_head.bbox_roi_extractor')
+    assert isinstance(model.roi_head.mask_roi_extractor, Fp32Forward)

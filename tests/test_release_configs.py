@@ -9,13 +9,13 @@ optimizer wrapper that mmengine builds from the config (parameter-wise rules and
 the step must give finite losses and move the backbone, the neck and the heads.
 
 What the toy step cannot show: that a recipe reproduces its published number (we have no GPUs, COCO
-or ADE20K); fp16 (AmpOptimWrapper needs a GPU, and mmpvt's CPU bfloat16 wrapper fails in mmcv's CPU nms
-for two-stage detectors, so the toy step of those configs runs in fp32); SyncBN across GPUs (reverted to
-BatchNorm as mmengine's Runner does without distribution); full-size memory and speed (one block per
-backbone stage, every image size a tenth of the recipe's, so the pipelines run their real transforms at
-about 64 pixels; 32 RoIs per image instead of 512, 20 Sparse R-CNN proposals instead of 300 and 20 DINO
-queries instead of 900, whose full values the table checks); the pretrained weights (not loaded); and
-the learning-rate schedule beyond its first step.
+or ADE20K); fp16 (AmpOptimWrapper needs a GPU: the fp16 recipes' toy step runs in bf16 with mmpvt's CPU
+wrapper, what --amp picks on a CPU, or in fp32 where torch's bf16 gradient of a conv over a 1x1 map would
+skip it); SyncBN across GPUs (reverted to BatchNorm as mmengine's Runner does without distribution);
+full-size memory and speed (one block per backbone stage, every image size a tenth of the recipe's, so the
+pipelines run their real transforms at about 64 pixels; 32 RoIs per image instead of 512, 20 Sparse R-CNN
+proposals instead of 300 and 20 DINO queries instead of 900, whose full values the table checks); the
+pretrained weights (not loaded); and the learning-rate schedule beyond its first step.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ V1 = {
     'm': ('PVT', 'medium', 'pretrained/pvt_medium.pth', 0.0),  # the official pvt_medium / pvt_large leave
     'l': ('PVT', 'large', 'pretrained/pvt_large.pth', 0.0),  # drop_path_rate at the class default 0.0
 }
-AMP, FP32 = 'AmpOptimWrapper', 'OptimWrapper'
+AMP, FP32, CPU_AMP = 'AmpOptimWrapper', 'OptimWrapper', 'CpuAmpOptimWrapper'
 
 #: name -> recipe. 3x = 36 epochs with lr x0.1 at 27 and 33. Sources: the release's config files
 #: (whai362/PVT @ 38b6b49), mmdet 3.3 / mmseg 1.2 configs as installed, the PVT paper.
@@ -359,9 +359,12 @@ def toy_config(name: str, toy_coco: Path, toy_ade: Path) -> Config:
         loader.dataset.data_root = str(toy_coco)
         loader.dataset.metainfo = dict(classes=('circle', 'square', 'triangle', 'star'))
     if cfg.optim_wrapper.type == AMP:
-        # fp16 needs a GPU, and mmpvt's CPU bfloat16 wrapper (tools/train.py --amp) fails in two-stage
-        # detectors: mmcv's CPU nms refuses the RPN's bfloat16 boxes. The toy step runs in fp32.
-        cfg.optim_wrapper.type = FP32
+        # fp16 needs a GPU; on a CPU, --amp means mmpvt's bfloat16 wrapper, and the toy step runs with it (the
+        # two-stage detectors' NMS and RoIAlign in fp32 islands). Not where the FPN has extra convs: at toy size
+        # they run over 1x1 maps, whose bf16 weight gradient torch 2.13 gets wrong (docs/reliability.md), so
+        # the scaler skips the step and nothing moves. Those run in fp32.
+        cfg.optim_wrapper.type = FP32 if cfg.model.neck.get('add_extra_convs') else CPU_AMP
+        cfg.optim_wrapper.pop('dtype', None)
     if 'rpn_head' in cfg.model and cfg.model.rpn_head.type == 'EmbeddingRPNHead':
         cfg.model.rpn_head.num_proposals = 20  # 300 proposals x 6 stages cost a loaded CPU 15 s a step
     rcnn = cfg.model.get('train_cfg', {}).get('rcnn') or []

@@ -24,6 +24,9 @@ scale of 1 from it, and it ignores, with a warning, the float16 scaler's ``loss_
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -31,6 +34,9 @@ from mmengine.dist import is_distributed
 from mmengine.logging import print_log
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS
+from torch import nn
+
+from .fp32_islands import fp32_islands
 
 #: Where :class:`CpuAmpOptimWrapper` keeps its loss-scaler state in a state dict; mmengine's
 #: ``AmpOptimWrapper`` uses ``'loss_scaler'``, and each ignores the other's.
@@ -72,6 +78,27 @@ class CpuAmpOptimWrapper(AmpOptimWrapper):
             raise TypeError(f'loss_scale must be "dynamic", a float or a dict, got {loss_scale!r}')
         self.cast_dtype = torch.bfloat16
         self.skipped_steps = 0
+        self._prepared: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+
+    @contextmanager
+    def optim_context(self, model: nn.Module) -> Iterator[None]:
+        """mmengine's context (bf16 autocast; no gradient sync while accumulating), the model prepared first.
+
+        The first time it meets a model, the parts of a detector that need fp32 (the RPN's box
+        post-processing with mmcv's NMS, the RoI extractors with mmcv's RoIAlign) are made to run in
+        fp32 inside the autocast region (:func:`~mmpvt.engine.fp32_islands.fp32_islands`), and logged.
+        """
+        if model not in self._prepared:
+            self._prepared.add(model)
+            changed = fp32_islands(model)
+            if changed:
+                print_log(
+                    f'--amp on the CPU: {", ".join(changed)} compute in fp32 inside the bf16 autocast region '
+                    "(mmcv's CPU nms and roi_align take fp32 only; box coordinates need fp32)",
+                    logger='current',
+                )
+        with super().optim_context(model):
+            yield
 
     def step(self, **kwargs: Any) -> None:
         """Step through the scaler; count and log a step it skipped for non-finite gradients."""
