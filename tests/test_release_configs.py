@@ -361,7 +361,7 @@ def toy_config(name: str, toy_coco: Path, toy_ade: Path) -> Config:
     if cfg.optim_wrapper.type == AMP:
         # fp16 needs a GPU; on a CPU, --amp means mmpvt's bfloat16 wrapper, and the toy step runs with it (the
         # two-stage detectors' NMS and RoIAlign in fp32 islands). Not where the FPN has extra convs: at toy size
-        # they run over 1x1 maps, whose bf16 weight gradient torch 2.13 gets wrong (docs/reliability.md), so
+        # they run over 1x1 maps, whose bf16 weight gradient torch 2.13 gets wrong at times (docs/reliability.md):
         # the scaler skips the step and nothing moves. Those run in fp32.
         cfg.optim_wrapper.type = FP32 if cfg.model.neck.get('add_extra_convs') else CPU_AMP
         cfg.optim_wrapper.pop('dtype', None)
