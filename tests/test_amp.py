@@ -3,6 +3,7 @@ non-finite loss is skipped and reported by the loss scaler instead of reaching t
 
 from __future__ import annotations
 
+import copyreg
 import logging
 import math
 import pickle
@@ -22,6 +23,7 @@ from mmpvt.launch import ConfigError
 from mmpvt.launch import main as launch
 from mmpvt.launch.config_checks import amp_inference, amp_optim_wrapper
 from mmpvt.models.cpu_features import choose_cpu_dtype
+from mmpvt.models.cpu_inference import CpuAutocastEntry, _restore_mixed, autocast_inference
 
 
 @pytest.mark.slow
@@ -178,3 +180,18 @@ def test_the_cpu_amp_wrapper_makes_the_islands_once_and_says_so() -> None:
     said = [r.getMessage() for r in records if 'inside the bf16 autocast region' in r.getMessage()]
     assert len(said) == 1 and said[0].startswith('--amp on the CPU: rpn_head, roi_head.bbox_roi_extractor')
     assert isinstance(model.roi_head.mask_roi_extractor, Fp32Forward)
+
+
+def test_a_head_with_two_runtime_mixins_pickles_with_both() -> None:
+    """A config's CpuFastPathsHook(dtype='bfloat16') autocasts the RPN head at validation; --amp training makes
+    it an fp32 island too. Pickled, it names mmdet's RPNHead and gets both back (and the old one-mixin form loads)."""
+    head = toy_mask_rcnn().rpn_head
+    autocast_inference(head)
+    fp32_islands(head)
+    loaded = pickle.loads(pickle.dumps(head))
+    assert type(loaded) is type(head) and loaded.cpu_autocast_dtype == torch.bfloat16
+    assert isinstance(loaded, Fp32Proposals) and isinstance(loaded, CpuAutocastEntry)
+    plain = type(head).__bases__[1].__bases__[1]
+    assert plain.__name__ == 'RPNHead' and plain.__module__ == 'mmdet.models.dense_heads.rpn_head'
+    old_form = _restore_mixed(copyreg.__newobj__, Fp32Proposals, plain)  # what a single mixin pickled as before
+    assert isinstance(old_form, Fp32Proposals) and type(old_form).__bases__ == (Fp32Proposals, plain)

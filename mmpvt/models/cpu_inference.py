@@ -395,23 +395,30 @@ class CastConv2d(nn.Conv2d):
 class _RuntimeMixin(nn.Module):
     """A mixin that :func:`_with_mixin` puts in front of a module's own class at run time.
 
-    The mixed class is made at run time, so a pickled module names its plain class and the
-    mixin, and gets the mixin back when loaded.
+    The mixed class is made at run time, so a pickled module names its plain class and its
+    mixins (a module can have several: a head under autocast at test time and an fp32 island in
+    ``--amp`` training), and gets them back, in the same order, when loaded.
     """
 
     def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
-        """Pickle as the plain class (the mixed class is made at run time), mixing the mixin in when loaded."""
+        """Pickle as the plain class (the mixed classes are made at run time), mixing the mixins in when loaded."""
         rebuild, (cls, *args), *state = super().__reduce_ex__(protocol)
-        return (_restore_mixed, (rebuild, cls.__bases__[0], cls.__bases__[1], *args), *state)
+        mixins = []
+        while cls in _MIXED_CLASSES.values():  # peel the mixins off, the last one mixed in first
+            mixin, cls = cls.__bases__
+            mixins.append(mixin)
+        return (_restore_mixed, (rebuild, tuple(reversed(mixins)), cls, *args), *state)
 
 
 _MIXED_CLASSES: dict[tuple[type, type], type] = {}
 
 
-def _restore_mixed(rebuild: Callable[..., Any], mixin: type, cls: type, *args: Any) -> nn.Module:
-    """Unpickle a module saved with a :class:`_RuntimeMixin`: build the plain class, mix the mixin in again."""
+def _restore_mixed(rebuild: Callable[..., Any], mixins: type | tuple[type, ...], cls: type, *args: Any) -> nn.Module:
+    """Unpickle a module saved with runtime mixins: build the plain class, mix the mixins in again
+    (one mixin, not a tuple, in what was pickled before a module could have several)."""
     module = rebuild(cls, *args)
-    _with_mixin(module, mixin)
+    for mixin in mixins if isinstance(mixins, tuple) else (mixins,):
+        _with_mixin(module, mixin)
     return module
 
 
