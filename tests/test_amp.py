@@ -137,10 +137,14 @@ def toy_mask_rcnn() -> nn.Module:
 
 def test_a_two_stage_detectors_nms_and_roi_align_run_in_fp32_under_cpu_autocast() -> None:
     """mmcv's CPU nms and roi_align take fp32 only: under bf16 autocast they get fp32 copies, the rest stays bf16."""
+    from mmdet.models.dense_heads import RPNHead
+
     torch.manual_seed(0)
     model = toy_mask_rcnn()
-    assert fp32_islands(model) == ['rpn_head', 'roi_head.bbox_roi_extractor', 'roi_head.mask_roi_extractor']
-    assert fp32_islands(model) == []  # once
+    wrapped = nn.ModuleDict(dict(module=model))  # a distributed wrapper holds the model as ``module``
+    rois = ['roi_head.bbox_roi_extractor', 'roi_head.mask_roi_extractor']
+    assert fp32_islands(wrapped) == (['rpn_head'], rois)
+    assert fp32_islands(model) == ([], [])  # once
     assert isinstance(model.rpn_head, Fp32Proposals) and isinstance(model.roi_head.bbox_roi_extractor, Fp32Forward)
     feats = [torch.randn(1, 256, 64 // 2**i, 64 // 2**i, requires_grad=True) for i in range(5)]  # FPN's maps
     rois = torch.tensor([[0.0, 4.0, 4.0, 40.0, 36.0], [0.0, 0.0, 8.0, 63.0, 60.0]])
@@ -160,7 +164,9 @@ def test_a_two_stage_detectors_nms_and_roi_align_run_in_fp32_under_cpu_autocast(
         plain = model.roi_head.bbox_roi_extractor(feats[:4], rois)
     torch.testing.assert_close(pooled.detach(), plain, rtol=2e-2, atol=2e-2)  # bf16 maps, fp32 pooling
     loaded = pickle.loads(pickle.dumps(model))
-    assert isinstance(loaded.rpn_head, Fp32Proposals) and type(loaded.rpn_head).__name__ == 'RPNHead'
+    assert isinstance(loaded.rpn_head, Fp32Proposals) and type(loaded.rpn_head) is type(model.rpn_head)
+    restore, (_, mixins, plain, *_) = model.rpn_head.__reduce_ex__(pickle.HIGHEST_PROTOCOL)[:2]
+    assert restore is _restore_mixed and mixins == (Fp32Proposals,) and plain is RPNHead  # pickled by mmdet's class
 
 
 def test_the_cpu_amp_wrapper_makes_the_islands_once_and_says_so() -> None:
@@ -178,7 +184,11 @@ def test_the_cpu_amp_wrapper_makes_the_islands_once_and_says_so() -> None:
     finally:
         logger.removeHandler(handler)
     said = [r.getMessage() for r in records if 'inside the bf16 autocast region' in r.getMessage()]
-    assert len(said) == 1 and said[0].startswith('--amp on the CPU: rpn_head, roi_head.bbox_roi_extractor')
+    assert said == [
+        '--amp on the CPU: box post-processing (predict_by_feat: decoding, NMS) of rpn_head and RoI extraction of '
+        'roi_head.bbox_roi_extractor, roi_head.mask_roi_extractor in fp32 inside the bf16 autocast region '
+        "(mmcv's CPU nms and roi_align take fp32 only; box coordinates need fp32)"
+    ]
     assert isinstance(model.roi_head.mask_roi_extractor, Fp32Forward)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+from collections import namedtuple
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from mmpvt.models.cpu_inference import (
     CpuAutocastEntry,
     CpuPrecisionEntry,
     TokenChunkedBlock,
+    _to_float32,
     autocast_inference,
     cpu_precision,
     optimize_for_cpu_inference,
@@ -304,3 +306,19 @@ def test_an_autocast_head_pickles_with_its_setting() -> None:
     with torch.no_grad():
         assert loaded(torch.randn(1, 4, 2, 2))[0].dtype == torch.float32
     assert type(copy.deepcopy(head)) is type(head)
+
+
+def test_casting_results_to_fp32_rebuilds_only_the_containers_holding_bf16() -> None:
+    """What autocast heads hand on and fp32 islands receive: bf16 tensors become fp32, nothing else changes."""
+    bf16, fp32 = torch.ones(2, dtype=torch.bfloat16), torch.ones(2)
+    untouched = (fp32, [fp32, 3], {'k': fp32})
+    assert _to_float32(untouched, torch.bfloat16) is untouched
+
+    class Meta(dict):  # as mmengine's ConfigDict: a dict subclass keeps its class
+        pass
+
+    pair = namedtuple('Pair', 'x y')
+    out = _to_float32([pair(bf16, fp32), Meta(k=bf16, name='text'), untouched], torch.bfloat16)
+    assert type(out[0]) is pair and out[0].x.dtype == torch.float32 and out[0].y is fp32
+    assert type(out[1]) is Meta and out[1]['k'].dtype == torch.float32 and out[1]['name'] == 'text'
+    assert out[2] is untouched

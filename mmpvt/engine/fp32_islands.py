@@ -60,17 +60,22 @@ def _island_classes() -> tuple[tuple[type, ...], tuple[type, ...]]:
     return (BaseDenseHead,), (BaseRoIExtractor,)
 
 
-def fp32_islands(model: nn.Module) -> list[str]:
-    """Make the dense heads' box post-processing and the RoI extractors of ``model`` run in fp32 under CPU
-    autocast (see the module). Changes their classes in place, once; parameters, state-dict keys and hooks
-    stay, and a pickled model names the plain classes. Returns the names of the modules it changed."""
+def fp32_islands(model: nn.Module) -> tuple[list[str], list[str]]:
+    """Make the dense heads' box post-processing and the RoI extractors of ``model`` (or of the model a
+    distributed wrapper holds) run in fp32 under CPU autocast (see the module). Changes their classes in
+    place, once; parameters, state-dict keys and hooks stay, and a pickled model names the plain classes.
+
+    Returns the names of the dense heads and of the RoI extractors it changed. A one-stage detector's head
+    is among them but computes as before: only proposals (``loss_and_predict``) call ``predict_by_feat``
+    in training.
+    """
     dense_heads, extractors = _island_classes()
-    changed = []
-    for name, module in model.named_modules():
+    heads, rois = [], []
+    for name, module in getattr(model, 'module', model).named_modules():
         if isinstance(module, dense_heads) and not isinstance(module, Fp32Proposals):
             _with_mixin(module, Fp32Proposals)
-            changed.append(name)
+            heads.append(name)
         elif isinstance(module, extractors) and not isinstance(module, Fp32Forward):
             _with_mixin(module, Fp32Forward)
-            changed.append(name)
-    return changed
+            rois.append(name)
+    return heads, rois

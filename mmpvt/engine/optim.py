@@ -11,6 +11,8 @@ reported, as the CUDA loss scaler does, instead of writing NaN into the weights.
 ``tools/train.py --amp`` picks fp16 ``AmpOptimWrapper`` with CUDA and this one on a CPU with a bf16
 matrix unit (AMX); on other CPUs it stays in fp32, which is faster there
 (:func:`mmpvt.models.cpu_features.choose_cpu_dtype`; ``--amp-dtype bfloat16`` forces this wrapper).
+Inside its autocast region a detector's box post-processing (mmcv's CPU NMS) and RoI extractors
+(RoIAlign) run in fp32 (:mod:`mmpvt.engine.fp32_islands`), so two-stage detectors train as well.
 
 The CPU wrapper never meets a GPU: it refuses parameters on an accelerator, and
 ``tools/train.py`` refuses a config naming it (one dumped by a CPU ``--amp`` run)
@@ -90,10 +92,11 @@ class CpuAmpOptimWrapper(AmpOptimWrapper):
         """
         if model not in self._prepared:
             self._prepared.add(model)
-            changed = fp32_islands(model)
-            if changed:
+            heads, rois = fp32_islands(model)
+            if rois:  # a two-stage detector: its proposals go through NMS, its RoIs through RoIAlign
                 print_log(
-                    f'--amp on the CPU: {", ".join(changed)} compute in fp32 inside the bf16 autocast region '
+                    f'--amp on the CPU: box post-processing (predict_by_feat: decoding, NMS) of {", ".join(heads)} '
+                    f'and RoI extraction of {", ".join(rois)} in fp32 inside the bf16 autocast region '
                     "(mmcv's CPU nms and roi_align take fp32 only; box coordinates need fp32)",
                     logger='current',
                 )

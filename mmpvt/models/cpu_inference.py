@@ -494,14 +494,23 @@ class CpuAutocastEntry(_RuntimeMixin):
 
 
 def _to_float32(out: Any, dtype: torch.dtype) -> Any:
-    """``out`` with every tensor of ``dtype`` in it (in tuples, lists and dicts too) cast to fp32."""
+    """``out`` with every tensor of ``dtype`` in it (in tuples, lists and dicts too) cast to fp32.
+
+    A container holding no such tensor is returned as it is; other objects (mmengine's
+    ``InstanceData``, boxes classes) are not looked into.
+    """
     if isinstance(out, torch.Tensor):
         return out.float() if out.dtype == dtype else out
     if isinstance(out, (tuple, list)):
         items = [_to_float32(item, dtype) for item in out]
+        if all(new is old for new, old in zip(items, out)):
+            return out
         return type(out)(*items) if hasattr(out, '_fields') else type(out)(items)
     if isinstance(out, dict):
-        return type(out)((key, _to_float32(value, dtype)) for key, value in out.items())
+        values = {key: _to_float32(value, dtype) for key, value in out.items()}
+        if all(values[key] is value for key, value in out.items()):
+            return out
+        return type(out)(values.items())
     return out
 
 
