@@ -5,12 +5,14 @@ configs. Fixtures and hooks live in ``conftest.py``; test files import these nam
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import hashlib
 import importlib
 import importlib.util
 import json
+import logging
 import os
 import re
 import shutil
@@ -19,7 +21,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -30,6 +32,7 @@ import torch.nn.functional as F
 from mmengine.config import Config
 from mmengine.evaluator import BaseMetric
 from mmengine.hooks import Hook
+from mmengine.logging import MMLogger
 from mmengine.model import BaseModel, is_model_wrapper
 from mmengine.registry import DATASETS, HOOKS, METRICS, MODELS, DefaultScope
 from mmengine.runner import Runner
@@ -73,6 +76,25 @@ def run_tool(
         timeout=600,
         env=checkout_env(OMP_NUM_THREADS='1', **(env or {})),
     )
+
+
+@contextlib.contextmanager
+def captured_log(
+    level: int = logging.NOTSET, logger: logging.Logger | None = None
+) -> Iterator[list[logging.LogRecord]]:
+    """The records of ``level`` and above that mmengine's current logger (or ``logger``) handles inside the block.
+
+    mmengine's loggers do not propagate to the root logger, so pytest's ``caplog`` never sees them.
+    """
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(level)
+    handler.emit = records.append
+    logger = logger or MMLogger.get_current_instance()
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
 
 
 def descendants(pid: int) -> list[int]:

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TOY_CONFIGS, logged_records, small_config
+from helpers import TOY_CONFIGS, captured_log, logged_records, small_config
 from mmengine.config import Config
-from mmengine.logging import MMLogger
 from torch import nn
 
 from mmpvt.engine.fp32_islands import Fp32Forward, Fp32Proposals, fp32_islands
@@ -99,17 +98,10 @@ def test_non_finite_loss_is_skipped_and_reported() -> None:
     before = [p.detach().clone() for p in model.parameters()]
     scale = wrapper.loss_scaler.get_scale()
 
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler(logging.WARNING)
-    handler.emit = records.append  # mmengine's logger does not propagate to the root logger
-    logger = MMLogger.get_current_instance()
-    logger.addHandler(handler)
-    try:
+    with captured_log(logging.WARNING) as records:
         with wrapper.optim_context(model):
             loss = model(torch.ones(2, 4)).sum() * float('inf')
         wrapper.update_params(loss)
-    finally:
-        logger.removeHandler(handler)
 
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # the step was skipped
     assert wrapper.skipped_steps == 1
@@ -172,17 +164,10 @@ def test_a_two_stage_detectors_nms_and_roi_align_run_in_fp32_under_cpu_autocast(
 def test_the_cpu_amp_wrapper_makes_the_islands_once_and_says_so() -> None:
     model = toy_mask_rcnn()
     wrapper = CpuAmpOptimWrapper(optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler(logging.INFO)
-    handler.emit = records.append
-    logger = MMLogger.get_current_instance()
-    logger.addHandler(handler)
-    try:
+    with captured_log(logging.INFO) as records:
         for _ in range(2):
             with wrapper.optim_context(model):
                 assert torch.is_autocast_enabled('cpu')
-    finally:
-        logger.removeHandler(handler)
     said = [r.getMessage() for r in records if 'inside the bf16 autocast region' in r.getMessage()]
     assert said == [
         '--amp on the CPU: box post-processing (predict_by_feat: decoding, NMS) of rpn_head and RoI extraction of '

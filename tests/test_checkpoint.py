@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from helpers import (
     MMDET_ARCHS,
     RETINANET,
+    captured_log,
     fresh_pvt,
     load_cli,
     mmdet_numerics_pvt,
@@ -22,7 +23,6 @@ from helpers import (
     to_official,
     to_timm,
 )
-from mmengine.logging import MMLogger
 
 from mmpvt import PVT
 from mmpvt.checkpoint import load_pretrained
@@ -290,14 +290,8 @@ def test_missing_and_unexpected_keys_are_logged_by_name(tmp_path: Path) -> None:
     state['extra.weight'] = torch.zeros(1)
     path = tmp_path / 'partial.pth'
     torch.save(state, path)
-    logger, records = MMLogger.get_current_instance(), []
-    handler = logging.Handler()
-    handler.emit = records.append
-    logger.addHandler(handler)
-    try:
+    with captured_log() as records:
         missing, unexpected = load_pretrained(fresh_pvt('b0'), path)
-    finally:
-        logger.removeHandler(handler)
     assert missing == ['stages.3.norm.weight'] and unexpected == ['extra.weight']
     logged = [record.getMessage() for record in records if record.levelno == logging.WARNING]
     assert logged == [

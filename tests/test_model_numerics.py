@@ -14,6 +14,7 @@ import logging
 
 import pytest
 import torch
+from helpers import captured_log
 from mmengine.logging import MMLogger
 from torch import nn
 
@@ -182,21 +183,14 @@ def test_loading_an_mmdet_checkpoint_says_how_to_match_its_numerics(tmp_path) ->
     theirs = MMDET_MODELS.build(dict(type='PyramidVisionTransformer', num_layers=[2, 2, 2, 2]))
     path = tmp_path / 'mmdet_pvt_tiny.pth'
     torch.save(theirs.state_dict(), path)
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler(logging.WARNING)
-    handler.emit = records.append
     # a logger of its own: print_log(logger='current') writes to the newest one, and earlier tests may
     # have raised the level of theirs
     logger = MMLogger.get_instance(f'mmdet_numerics_{tmp_path.name}', log_level='WARNING')
     assert MMLogger.get_current_instance() is logger
-    logger.addHandler(handler)
-    try:
-        for eps, warned in ((1e-5, True), (1e-6, False)):
-            records.clear()
+    for eps, warned in ((1e-5, True), (1e-6, False)):
+        with captured_log(logging.WARNING, logger) as records:
             model = PVT('tiny', embed_norm_eps=eps)
             load_pretrained(model, path)
-            notes = [r.getMessage() for r in records if 'embed_norm_eps=1e-06' in r.getMessage()]
-            assert bool(notes) is warned, [r.getMessage() for r in records]
-            assert model.stages[0].patch_embed.norm.eps == eps  # loading changed nothing
-    finally:
-        logger.removeHandler(handler)
+        notes = [r.getMessage() for r in records if 'embed_norm_eps=1e-06' in r.getMessage()]
+        assert bool(notes) is warned, [r.getMessage() for r in records]
+        assert model.stages[0].patch_embed.norm.eps == eps  # loading changed nothing
