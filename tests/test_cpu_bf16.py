@@ -8,7 +8,10 @@ follows the CPU's flags at its edges.
 from __future__ import annotations
 
 import copy
+import os
 import pickle
+import subprocess
+import sys
 from collections import namedtuple
 from pathlib import Path
 
@@ -16,7 +19,14 @@ import pytest
 import torch
 from torch import nn
 
-from mmpvt.models.cpu_features import MIN_GEMM_SPEEDUP, choose_cpu_dtype, cpu_flags, has_amx
+from mmpvt.models.cpu_features import (
+    MIN_GEMM_SPEEDUP,
+    amx_blocked,
+    choose_cpu_dtype,
+    cpu_flags,
+    has_amx,
+    onednn_isa_cap,
+)
 from mmpvt.models.cpu_inference import (
     CastBlock,
     CastConv2d,
@@ -50,9 +60,70 @@ def pvt(arch: str, **kwargs) -> PyramidVisionTransformer:
 
 
 # ----------------------------------------------------------------------------- the hardware choice
+AMX = {'avx512f', 'avx512_bf16', 'amx_bf16', 'amx_tile'}
+
+
 def test_amx_picks_bf16_without_measuring() -> None:
-    choice = choose_cpu_dtype('auto', flags={'avx512f', 'amx_bf16', 'amx_tile'}, measure=pytest.fail)
+    choice = choose_cpu_dtype('auto', flags=AMX, measure=pytest.fail, blocked=lambda: None)
     assert choice.dtype == torch.bfloat16 and 'AMX' in choice.reason
+
+
+@pytest.mark.parametrize(
+    ('speedup', 'expected'),
+    [(0.01, torch.float32), (MIN_GEMM_SPEEDUP - 0.01, torch.float32), (MIN_GEMM_SPEEDUP, torch.bfloat16)],
+)
+def test_amx_that_onednn_cannot_use_is_measured(speedup: float, expected: torch.dtype) -> None:
+    """AMX in the flags but oneDNN capped below it: bf16 ran 0.2× fp32 at AVX512_CORE on the Xeon."""
+    calls = []
+    why = 'ONEDNN_MAX_CPU_ISA=AVX512_CORE keeps oneDNN from it'
+    choice = choose_cpu_dtype('auto', flags=AMX, measure=lambda: calls.append(1) or speedup, blocked=lambda: why)
+    assert calls == [1]
+    assert choice.dtype == expected
+    assert f'the CPU has AMX but {why}: a bf16 GEMM measured {speedup:.2f}× fp32' in choice.reason
+
+
+@pytest.mark.parametrize(
+    ('environ', 'blocked_by'),
+    [
+        ({}, None),
+        ({'ONEDNN_MAX_CPU_ISA': '  '}, None),  # empty: no cap
+        ({'ONEDNN_MAX_CPU_ISA': 'ALL'}, None),
+        ({'ONEDNN_MAX_CPU_ISA': 'default'}, None),  # oneDNN takes the names in any case
+        ({'ONEDNN_MAX_CPU_ISA': 'avx512_core_amx'}, None),
+        ({'ONEDNN_MAX_CPU_ISA': 'AVX10_1_512_AMX_FP16'}, None),
+        ({'ONEDNN_MAX_CPU_ISA': 'AVX512_CORE_BF16'}, 'ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16'),  # a Zen 4's set
+        ({'ONEDNN_MAX_CPU_ISA': 'AVX10_2_512'}, 'ONEDNN_MAX_CPU_ISA=AVX10_2_512'),  # measured 0.59×: no AMX
+        ({'DNNL_MAX_CPU_ISA': 'avx2'}, 'DNNL_MAX_CPU_ISA=avx2'),
+        ({'ONEDNN_MAX_CPU_ISA': 'ALL', 'DNNL_MAX_CPU_ISA': 'AVX2'}, None),  # ONEDNN_ is read first
+        ({'ONEDNN_MAX_CPU_ISA': '', 'DNNL_MAX_CPU_ISA': 'AVX2'}, 'DNNL_MAX_CPU_ISA=AVX2'),
+    ],
+)
+def test_onednn_isa_caps_below_amx_block_it(environ: dict[str, str], blocked_by: str | None) -> None:
+    why = amx_blocked(environ, granted=lambda: True)
+    if blocked_by is None:
+        assert why is None
+    else:
+        assert why == f'{blocked_by} keeps oneDNN from it'
+        assert onednn_isa_cap(environ) == tuple(blocked_by.split('='))
+
+
+def test_amx_refused_by_the_os_blocks_it() -> None:
+    assert amx_blocked({}, granted=lambda: False) == 'the OS refused this process its tile registers'
+
+
+def test_a_capped_process_really_chooses_fp32() -> None:
+    """Real flags, real oneDNN, real measurement: capped at AVX512_CORE, no CPU makes bf16 pay.
+
+    On the Xeon with AMX, bf16 GEMMs then ran at 0.2× fp32's rate; a CPU without AMX measures
+    or has no bf16 instructions, and fp32 is chosen either way.
+    """
+    code = 'from mmpvt.models.cpu_features import choose_cpu_dtype; print(choose_cpu_dtype())'
+    env = {**os.environ, 'ONEDNN_MAX_CPU_ISA': 'AVX512_CORE'}
+    env.pop('DNNL_MAX_CPU_ISA', None)
+    out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.startswith('float32 (')
+    if has_amx():
+        assert 'the CPU has AMX but ONEDNN_MAX_CPU_ISA=AVX512_CORE keeps oneDNN from it' in out
 
 
 def test_no_bf16_instruction_picks_fp32_without_measuring() -> None:
@@ -68,7 +139,7 @@ def test_bf16_vectors_without_amx_are_measured(speedup: float, expected: torch.d
     """Zen 4: AVX512-BF16 but no AMX (bf16 GEMM 1.1× fp32 there); half of AMX's flags is no AMX."""
     calls = []
     flags = {'avx512f', 'avx512_bf16', 'amx_tile'}
-    choice = choose_cpu_dtype('auto', flags=flags, measure=lambda: calls.append(1) or speedup)
+    choice = choose_cpu_dtype('auto', flags=flags, measure=lambda: calls.append(1) or speedup, blocked=pytest.fail)
     assert calls == [1]
     assert choice.dtype == expected
     assert f'{speedup:.2f}×' in choice.reason and 'avx512_bf16' in choice.reason

@@ -7,15 +7,23 @@ gains about 1.1× on the GEMM, which the casts around it eat: there bf16 would b
 :func:`choose_cpu_dtype` therefore picks bf16 by default only on AMX, measures the GEMM rates once
 where the CPU has bf16 vector instructions without AMX, and says why it chose what it chose.
 
+The flags alone do not decide: ``ONEDNN_MAX_CPU_ISA`` (or the older ``DNNL_MAX_CPU_ISA``) below an
+AMX level keeps oneDNN, and so torch's bf16 products, off the matrix unit, and so does an OS that
+refuses the process AMX's register state. On the 2-core Xeon with AMX, a 512³ bf16 GEMM then ran
+0.54× fp32's speed capped at ``AVX512_CORE_BF16`` (a Zen 4's instruction set), 0.2× at
+``AVX512_CORE`` and 0.01× at ``AVX2``: where :func:`amx_blocked` finds such a block the rates are
+measured as on a CPU without AMX.
+
 Torch only; this module never changes a model.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import statistics
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +36,8 @@ BF16_VECTOR_FLAGS = frozenset({'avx512_bf16', 'avx_ne_convert'})
 #: a whole model gains much less than its GEMMs (on AMX, 6.8× on the GEMM gave 2.3× on PVT-S), and
 #: below about 2× the casts and the non-GEMM ops in bf16 make the model slower than in fp32.
 MIN_GEMM_SPEEDUP = 2.0
+#: oneDNN's variables that cap the instruction set its kernels use; the first one set (non-empty) counts.
+ONEDNN_ISA_VARIABLES = ('ONEDNN_MAX_CPU_ISA', 'DNNL_MAX_CPU_ISA')
 
 DTYPE_NAMES: dict[str, torch.dtype] = {
     'float32': torch.float32,
@@ -70,11 +80,50 @@ def has_amx(flags: Iterable[str] | None = None) -> bool:
     return set(cpu_flags() if flags is None else flags) >= AMX_FLAGS
 
 
-@functools.lru_cache(maxsize=1)
-def bf16_gemm_speedup(n: int = 1024, repeats: int = 5) -> float:
-    """How many times faster an n×n×n bf16 ``torch.mm`` runs than an fp32 one here (measured once, ~0.1 s).
+def onednn_isa_cap(environ: Mapping[str, str] | None = None) -> tuple[str, str] | None:
+    """The variable and value that cap oneDNN's instruction set in ``environ`` (the process's), or None.
 
-    The two alternate, so load from other processes slows both alike.
+    oneDNN reads ``ONEDNN_MAX_CPU_ISA`` and, when that is unset or empty, ``DNNL_MAX_CPU_ISA``.
+    """
+    environ = os.environ if environ is None else environ
+    for variable in ONEDNN_ISA_VARIABLES:
+        value = environ.get(variable, '').strip()
+        if value:
+            return variable, value
+    return None
+
+
+def _amx_granted() -> bool:
+    """True unless the OS refuses this process AMX's tile state (torch asks for it as oneDNN does)."""
+    init = getattr(torch.cpu, '_init_amx', None)
+    return bool(init()) if callable(init) else True
+
+
+def amx_blocked(environ: Mapping[str, str] | None = None, granted: Callable[[], bool] = _amx_granted) -> str | None:
+    """Why oneDNN cannot use the CPU's AMX in this process, or None where nothing stops it.
+
+    Blocked: an instruction-set cap (:func:`onednn_isa_cap`) that names no AMX level (oneDNN's
+    AMX levels have AMX in their name; ``ALL`` and ``DEFAULT`` lift the cap), or ``granted()``
+    False. A name oneDNN does not know also counts as a block here; the measurement that
+    follows finds out what it does.
+    """
+    cap = onednn_isa_cap(environ)
+    if cap is not None:
+        variable, value = cap
+        if 'AMX' not in value.upper() and value.upper() not in ('ALL', 'DEFAULT'):
+            return f'{variable}={value} keeps oneDNN from it'
+    if not granted():
+        return 'the OS refused this process its tile registers'
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def bf16_gemm_speedup(n: int = 512, repeats: int = 5) -> float:
+    """How many times faster an n×n×n bf16 ``torch.mm`` runs than an fp32 one here, measured once.
+
+    The two alternate, so load from other processes slows both alike. At 512 it takes 0.02 s
+    where bf16 products are fast and 0.7 s where oneDNN emulates them (capped at AVX2); on the
+    2-core Xeon with AMX, 512 and 1024 measured 3.1× and 3.4×.
     """
     times: dict[torch.dtype, list[float]] = {torch.float32: [], torch.bfloat16: []}
     mats = {dtype: (torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)) for dtype in times}
@@ -92,6 +141,7 @@ def choose_cpu_dtype(
     *,
     flags: Iterable[str] | None = None,
     measure: Callable[[], float] = bf16_gemm_speedup,
+    blocked: Callable[[], str | None] = amx_blocked,
 ) -> PrecisionChoice:
     """The dtype for CPU inference (or mixed-precision training) of PVT.
 
@@ -101,10 +151,12 @@ def choose_cpu_dtype(
             honoured as asked.
         flags: the CPU's feature flags; read from ``/proc/cpuinfo`` when None.
         measure: returns the bf16/fp32 GEMM speed ratio; called only on a CPU with bf16
-            vector instructions but no AMX.
+            vector instructions but no AMX, or with AMX that ``blocked`` says oneDNN cannot use.
+        blocked: why AMX is out of oneDNN's reach here, or None (:func:`amx_blocked`); asked
+            only where the flags have AMX.
 
     Returns:
-        ``auto``: bf16 with AMX; without it bf16 only if ``measure()`` is at least
+        ``auto``: bf16 with usable AMX; else bf16 only if ``measure()`` is at least
         :data:`MIN_GEMM_SPEEDUP`, else fp32 (also on a CPU without any bf16 instruction).
     """
     if isinstance(requested, str) and requested != 'auto':
@@ -117,14 +169,19 @@ def choose_cpu_dtype(
         return PrecisionChoice(requested, 'as requested')
     flags = set(cpu_flags() if flags is None else flags)
     if flags >= AMX_FLAGS:
-        return PrecisionChoice(torch.bfloat16, 'the CPU has AMX (amx_bf16, amx_tile): bf16 matrix products')
-    vector = sorted(BF16_VECTOR_FLAGS & flags)
-    if not vector:
-        return PrecisionChoice(torch.float32, 'the CPU has no bf16 matrix unit (no amx_bf16) nor bf16 instructions')
+        why = blocked()
+        if why is None:
+            return PrecisionChoice(torch.bfloat16, 'the CPU has AMX (amx_bf16, amx_tile): bf16 matrix products')
+        premise = f'the CPU has AMX but {why}'
+    else:
+        vector = sorted(BF16_VECTOR_FLAGS & flags)
+        if not vector:
+            return PrecisionChoice(torch.float32, 'the CPU has no bf16 matrix unit (no amx_bf16) nor bf16 instructions')
+        premise = f'no AMX, {", ".join(vector)} only'
     speedup = measure()
     verdict = 'at least' if speedup >= MIN_GEMM_SPEEDUP else 'below'
     reason = (
-        f'no AMX, {", ".join(vector)} only: a bf16 GEMM measured {speedup:.2f}× fp32, '
+        f'{premise}: a bf16 GEMM measured {speedup:.2f}× fp32, '
         f'{verdict} the {MIN_GEMM_SPEEDUP:g}× that bf16 needs to pay'
     )
     return PrecisionChoice(torch.bfloat16 if speedup >= MIN_GEMM_SPEEDUP else torch.float32, reason)
