@@ -77,9 +77,14 @@ def test_the_bf16_benchmark_reports_every_row(tmp_path: Path) -> None:
     result = run_tool('analysis/benchmark.py', *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads(out.read_text())
-    assert results['bf16_gemm']['bf16_gflops'] > 0 and results['bf16_gemm']['fp32_gflops'] > 0
+    gemm = results['bf16_gemm']
+    assert gemm['bf16_gflops'] > 0 and gemm['fp32_gflops'] > 0
     infer, detector = results['bf16_infer_64x64'], results['bf16_retinanet_64x96']
-    assert 0 < infer['mmpvt_bf16_error'] < 5e-2 and 0 < infer['bf16_share'] < 1
+    # The bf16 path's FLOP rate stays below the faster GEMM rate: bf16's where it is fast (AMX); where oneDNN
+    # emulates bf16 (AVX2 only: 1.4 GFLOP/s against fp32's 34 on the Zen 1 EPYC) its fp32 parts outrun it.
+    fastest = max(1.0, gemm['fp32_gflops'] / gemm['bf16_gflops'])
+    assert 0 < infer['mmpvt_bf16_error'] < 5e-2 and 0 < infer['bf16_share'] < fastest
+    assert 0 < infer['fp32_share'] < 1
     assert 0 < detector['bf16_backbone_error'] < 5e-2 and 0 < detector['bf16_whole_error'] < 5e-2
     assert results['bf16_train_2x64x64']['mmpvt_bf16'] > 0
     assert 'bf16 backbone, neck and head under autocast' in result.stdout

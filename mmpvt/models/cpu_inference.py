@@ -56,6 +56,15 @@ _MKLDNN = (
     and hasattr(torch.ops.mkldnn, '_linear_pointwise')
     and hasattr(torch.ops.mkldnn, '_convolution_pointwise')
 )
+#: oneDNN's bf16 kernels need AVX512-BW or AVX-NE-CONVERT: on a CPU with AVX2 only (Zen 1 to 3, older Xeons)
+#: ``_linear_pointwise`` refuses bf16 ("could not create a primitive descriptor"). There the bf16 path runs
+#: torch's own bf16 ops instead (emulated and slow: see :func:`~mmpvt.models.cpu_features.choose_cpu_dtype`).
+_MKLDNN_BF16 = _MKLDNN and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def onednn_kernels_take(dtype: torch.dtype) -> bool:
+    """True if this CPU's oneDNN runs the fused kernels in ``dtype``: fp32 always, bf16 where ``_MKLDNN_BF16``."""
+    return _MKLDNN and (dtype == torch.float32 or (dtype == torch.bfloat16 and _MKLDNN_BF16))
 
 
 def kernels_apply(x: torch.Tensor, module: nn.Module) -> bool:
@@ -124,10 +133,14 @@ def fused_linear(
 
     W and b are ``module.weight`` (after ``prepare``, which must return a matrix) and
     ``module.bias`` from :func:`cast_weight`: the fp32 parameters themselves for fp32 ``x``,
-    cached copies otherwise. CPU inference only (no autograd formula).
+    cached copies otherwise. CPU inference only (no autograd formula). Where oneDNN has no bf16
+    kernels (:func:`onednn_kernels_take`), bf16 ``x`` goes through ``F.linear`` and ``F.gelu``.
     """
     weight = cast_weight(module, 'weight', x.dtype, prepare)
     bias = cast_weight(module, 'bias', x.dtype)
+    if not onednn_kernels_take(x.dtype):  # bf16 on an AVX2-only CPU: unfused, GELU on bf16
+        out = F.linear(x, weight, bias)
+        return F.gelu(out) if attr == 'gelu' else out
     return torch.ops.mkldnn._linear_pointwise(x.contiguous(), weight, bias, attr, [], 'none' if attr == 'gelu' else '')
 
 
@@ -269,18 +282,26 @@ class DwConvGeluMlp(Mlp):
         if self.relu:
             hidden = F.relu(hidden)
         conv = self.dwconv
-        hidden = torch.ops.mkldnn._convolution_pointwise(
-            tokens_to_map(hidden, hw_shape),
-            cast_weight(conv, 'weight', dtype),
-            cast_weight(conv, 'bias', dtype),
-            conv.padding,
-            conv.stride,
-            conv.dilation,
-            conv.groups,
-            'gelu',
-            [],
-            'none',
-        )
+        weight, bias = cast_weight(conv, 'weight', dtype), cast_weight(conv, 'bias', dtype)
+        if onednn_kernels_take(dtype):
+            hidden = torch.ops.mkldnn._convolution_pointwise(
+                tokens_to_map(hidden, hw_shape),
+                weight,
+                bias,
+                conv.padding,
+                conv.stride,
+                conv.dilation,
+                conv.groups,
+                'gelu',
+                [],
+                'none',
+            )
+        else:  # bf16 on an AVX2-only CPU: unfused, GELU on bf16
+            hidden = F.gelu(
+                F.conv2d(
+                    tokens_to_map(hidden, hw_shape), weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups
+                )
+            )
         return self.drop(self.fc2(self.drop(hidden.flatten(2).transpose(1, 2))))
 
 
@@ -566,7 +587,9 @@ def optimize_for_cpu_inference(
         ``model`` itself.
     """
     choice = dtype if isinstance(dtype, PrecisionChoice) else choose_cpu_dtype(dtype)
-    if dtype == 'auto':
+    if choice.slower:  # bf16 asked for where it is slower than fp32: say so, whoever asked
+        logger.warning('mmpvt CPU inference runs in %s', choice)
+    elif dtype == 'auto':
         logger.info('mmpvt CPU inference runs in %s', choice)
     cast = choice.dtype != torch.float32
     entries = []

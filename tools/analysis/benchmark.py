@@ -249,6 +249,24 @@ def gemm_rate(device: str, n: int = 2048, repeats: int = 5, dtype: torch.dtype =
     return 2 * n**3 / statistics.median(times) / 1e9
 
 
+def gemm_size(device: str, dtype: torch.dtype, n: int = 2048, repeats: int = 5, budget_s: float = 5.0) -> int:
+    """The largest of n, n/2, ... (at least 256) whose ``repeats + 1`` products in ``dtype`` fit in ``budget_s``.
+
+    Judged from one 256³ product: where oneDNN emulates bf16 (a CPU with AVX2 only, the Zen 1
+    EPYC) a 2048³ bf16 product took 96 s, a 512³ one 0.19 s; elsewhere n stays.
+    """
+    a = torch.randn(256, 256, device=device, dtype=dtype)
+    torch.mm(a, a)
+    sync(device)
+    start = time.perf_counter()
+    torch.mm(a, a)
+    sync(device)
+    once = time.perf_counter() - start
+    while n > 256 and once * (n / 256) ** 3 * (repeats + 1) > budget_s:
+        n //= 2
+    return n
+
+
 def train_step(model: nn.Module, x: torch.Tensor, args: argparse.Namespace) -> None:
     with autocast(args):
         outs = model(x)
@@ -368,8 +386,13 @@ def run_bf16(theirs: nn.Module, ours: nn.Module, args: argparse.Namespace, resul
     """fp32 against bf16 on the CPU, mmdet's and ours side by side (see the ``bf16`` task)."""
     from mmpvt import optimize_for_cpu_inference
     from mmpvt.analysis import count_macs
+    from mmpvt.models.cpu_features import choose_cpu_dtype
 
-    rates = {dtype: gemm_rate('cpu', dtype=dtype) for dtype in (torch.float32, torch.bfloat16)}
+    choice = choose_cpu_dtype(torch.bfloat16)
+    if choice.slower:
+        print(f'  bf16 {choice}: the bf16 runs take much longer than the fp32 ones here', flush=True)
+    sizes = {torch.float32: 2048, torch.bfloat16: gemm_size('cpu', torch.bfloat16)}
+    rates = {dtype: gemm_rate('cpu', n=n, dtype=dtype) for dtype, n in sizes.items()}
     theirs.eval(), ours.eval()
     fast = optimize_for_cpu_inference(copy.deepcopy(ours))
     bf16 = optimize_for_cpu_inference(copy.deepcopy(ours), torch.bfloat16)
@@ -401,8 +424,10 @@ def run_bf16(theirs: nn.Module, ours: nn.Module, args: argparse.Namespace, resul
             speedup_bf16=times['mmdet_bf16'] / times['mmpvt_bf16'],
         )
         print(f'  bf16 {h}×{w}: errors against fp32 {errors}', flush=True)
-    rates = {dtype: max(rate, gemm_rate('cpu', dtype=dtype)) for dtype, rate in rates.items()}  # the less disturbed
-    results['bf16_gemm'] = dict(fp32_gflops=rates[torch.float32], bf16_gflops=rates[torch.bfloat16])
+    rates = {dtype: max(rate, gemm_rate('cpu', n=sizes[dtype], dtype=dtype)) for dtype, rate in rates.items()}
+    results['bf16_gemm'] = dict(
+        fp32_gflops=rates[torch.float32], bf16_gflops=rates[torch.bfloat16], bf16_n=sizes[torch.bfloat16]
+    )
     for name, r in results.items():
         if name.startswith('bf16_infer'):
             r['bf16_share'] = r['gflop'] / r['mmpvt_bf16'] / rates[torch.bfloat16]
@@ -512,9 +537,11 @@ def print_bf16_table(results: dict[str, Any]) -> None:
     if 'bf16_gemm' not in results:
         return
     g = results['bf16_gemm']
+    bf16_n = g.get('bf16_n', 2048)
     print(
-        f'\nGEMM 2048³: fp32 {g["fp32_gflops"]:.0f} GFLOP/s, bf16 {g["bf16_gflops"]:.0f} GFLOP/s '
-        f'({g["bf16_gflops"] / g["fp32_gflops"]:.1f}×)'
+        f'\nGEMM 2048³: fp32 {g["fp32_gflops"]:.0f} GFLOP/s, bf16 {g["bf16_gflops"]:.1f} GFLOP/s'
+        f'{f" (at {bf16_n}³: 2048³ would take minutes)" if bf16_n != 2048 else ""} '
+        f'({g["bf16_gflops"] / g["fp32_gflops"]:.2g}×)'
         '\n| measurement | mmdet fp32 | mmdet bf16 autocast | mmpvt fp32 | mmpvt bf16 | mmpvt autocast '
         '| fp32 / bf16 (ours) | share of the bf16 GEMM rate | error of mmpvt bf16 (autocast; mmdet) |'
         '\n|---|---|---|---|---|---|---|---|---|'
