@@ -8,6 +8,8 @@ follows the CPU's flags at its edges.
 from __future__ import annotations
 
 import copy
+import functools
+import logging
 import os
 import pickle
 import subprocess
@@ -18,14 +20,17 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from mmpvt.models.cpu_features import (
     MIN_GEMM_SPEEDUP,
+    PrecisionChoice,
     amx_blocked,
     choose_cpu_dtype,
     cpu_flags,
     has_amx,
     onednn_isa_cap,
+    requested_cpu_dtype,
 )
 from mmpvt.models.cpu_inference import (
     CastBlock,
@@ -145,16 +150,78 @@ def test_bf16_vectors_without_amx_are_measured(speedup: float, expected: torch.d
     assert f'{speedup:.2f}×' in choice.reason and 'avx512_bf16' in choice.reason
 
 
-@pytest.mark.parametrize(('name', 'dtype'), [('bfloat16', torch.bfloat16), ('fp32', torch.float32)])
-def test_a_requested_dtype_is_honoured(name: str, dtype: torch.dtype) -> None:
-    assert choose_cpu_dtype(name, flags=(), measure=pytest.fail).dtype == dtype
-    assert choose_cpu_dtype(dtype, flags=(), measure=pytest.fail).dtype == dtype
+@pytest.mark.parametrize('requested', ['fp32', 'float32', torch.float32])
+def test_requested_fp32_is_honoured_without_looking_at_the_cpu(requested: str | torch.dtype) -> None:
+    choice = choose_cpu_dtype(requested, flags=AMX, measure=pytest.fail, blocked=pytest.fail)
+    assert choice == PrecisionChoice(torch.float32, 'as requested')
 
 
-@pytest.mark.parametrize('bad', ['float16', torch.float16, 'fast'])
+@pytest.mark.parametrize('requested', ['bf16', 'bfloat16', torch.bfloat16])
+def test_requested_bf16_with_usable_amx_is_not_measured(requested: str | torch.dtype) -> None:
+    choice = choose_cpu_dtype(requested, flags=AMX, measure=pytest.fail, blocked=lambda: None)
+    assert choice.dtype == torch.bfloat16 and not choice.slower
+    assert choice.reason == 'as requested; the CPU has AMX (amx_bf16, amx_tile): bf16 matrix products'
+
+
+@pytest.mark.parametrize(
+    ('flags', 'premise'),
+    [
+        ({'avx2', 'fma'}, 'the CPU has no bf16 matrix unit (no amx_bf16) nor bf16 instructions, so oneDNN emulates'),
+        ({'avx512f', 'avx512_bf16'}, 'no AMX, avx512_bf16 only'),
+        (AMX, 'the CPU has AMX but ONEDNN_MAX_CPU_ISA=AVX2 keeps oneDNN from it'),
+    ],
+)
+@pytest.mark.parametrize(
+    ('speedup', 'slower'), [(0.02, True), (MIN_GEMM_SPEEDUP - 0.01, True), (MIN_GEMM_SPEEDUP, False)]
+)
+def test_requested_bf16_without_usable_amx_is_honoured_and_says_what_it_costs(
+    flags: set[str], premise: str, speedup: float, slower: bool
+) -> None:
+    """bf16 by name is honoured everywhere, but where it is slower than fp32 the choice says so, to be
+    logged as a warning: on the Zen 1 EPYC (AVX2 only) a 512³ bf16 GEMM measured 0.02× fp32."""
+    calls = []
+    why = 'ONEDNN_MAX_CPU_ISA=AVX2 keeps oneDNN from it'
+    choice = choose_cpu_dtype('bf16', flags=flags, measure=lambda: calls.append(1) or speedup, blocked=lambda: why)
+    assert calls == [1]
+    assert choice.dtype == torch.bfloat16 and choice.slower is slower
+    assert choice.reason.startswith('as requested')
+    assert premise in choice.reason and f'a bf16 GEMM measured {speedup:.2f}× fp32' in choice.reason
+    assert ('expect it slower than fp32 (auto would choose fp32)' in choice.reason) is slower
+
+
+@pytest.mark.parametrize(('speedup', 'level'), [(MIN_GEMM_SPEEDUP - 0.01, logging.WARNING), (MIN_GEMM_SPEEDUP, None)])
+def test_optimize_warns_where_requested_bf16_is_slower(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, speedup: float, level: int | None
+) -> None:
+    """``optimize_for_cpu_inference(model, torch.bfloat16)`` on a CPU without AMX (simulated: AVX2 only)."""
+    no_amx = functools.partial(choose_cpu_dtype, flags={'avx2'}, measure=lambda: speedup)
+    monkeypatch.setattr('mmpvt.models.cpu_inference.choose_cpu_dtype', no_amx)
+    with caplog.at_level(logging.INFO, logger='mmpvt.models.cpu_inference'):
+        model = optimize_for_cpu_inference(pvt('tiny'), torch.bfloat16)
+    assert model.cpu_dtype == torch.bfloat16  # honoured either way
+    records = [r for r in caplog.records if r.name == 'mmpvt.models.cpu_inference']
+    if level is None:
+        assert records == []  # asked for and it pays: nothing to say
+    else:
+        assert [r.levelno for r in records] == [level]
+        assert 'runs in bfloat16 (as requested, though the CPU has no bf16 matrix unit' in records[0].getMessage()
+        assert 'expect it slower than fp32' in records[0].getMessage()
+
+
+@pytest.mark.parametrize(
+    ('requested', 'expected'),
+    [('auto', None), ('bf16', torch.bfloat16), (torch.bfloat16, torch.bfloat16), ('fp32', torch.float32)],
+)
+def test_a_requested_name_is_read_without_the_cpu(requested: str | torch.dtype, expected: torch.dtype | None) -> None:
+    assert requested_cpu_dtype(requested) == expected
+
+
+@pytest.mark.parametrize('bad', ['float16', torch.float16, 'fast', 'Auto', torch.float64])
 def test_an_unknown_dtype_is_refused(bad: str | torch.dtype) -> None:
     with pytest.raises(ValueError, match=r'float32|bfloat16'):
         choose_cpu_dtype(bad)
+    with pytest.raises(ValueError, match=r'float32|bfloat16'):
+        requested_cpu_dtype(bad)
 
 
 def test_flags_are_read_from_cpuinfo(tmp_path: Path) -> None:
@@ -183,6 +250,44 @@ def test_bf16_outputs_are_within_the_bound_of_fp32(arch: str, hw: tuple[int, int
         assert out.dtype == torch.float32 and out.is_contiguous() and out.shape == ref.shape
     assert rel_error(outs, reference) <= BF16_BOUND
     assert rel_error(outs, reference) <= 0.75 * rel_error(autocast, reference)
+
+
+class OpNames(TorchDispatchMode):
+    """The names of the aten/mkldnn ops run inside, with the dtype of their first tensor argument."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[tuple[str, torch.dtype | None]] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        first = next((a for a in args if isinstance(a, torch.Tensor)), None)
+        self.seen.add((str(func.overloadpacket), None if first is None else first.dtype))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize('onednn_bf16', [True, False])
+@pytest.mark.parametrize('arch', ['tiny', 'b0'])
+def test_without_onednn_bf16_kernels_the_bf16_path_runs_torchs_ops(
+    monkeypatch: pytest.MonkeyPatch, arch: str, onednn_bf16: bool
+) -> None:
+    """oneDNN's bf16 kernels need AVX512-BW or AVX-NE-CONVERT: on the Zen 1 EPYC (AVX2 only) its fused bf16
+    linear raised. There (simulated by ``False``) the bf16 path computes unfused in bf16, within the bound."""
+    if onednn_bf16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        pytest.skip("this CPU's oneDNN has no bf16 kernels")
+    monkeypatch.setattr('mmpvt.models.cpu_inference._MKLDNN_BF16', onednn_bf16)
+    model = pvt(arch)
+    fast = optimize_for_cpu_inference(copy.deepcopy(model), torch.bfloat16)
+    x = torch.randn(1, 3, 67, 93)
+    with torch.inference_mode():
+        reference = model(x)
+        with OpNames() as ops:
+            outs = fast(x)
+    in_bf16 = {name for name, dtype in ops.seen if dtype == torch.bfloat16}
+    assert any(name.startswith('mkldnn.') for name in in_bf16) is onednn_bf16
+    if not onednn_bf16:  # the products, unfused, in bf16
+        assert {'aten.linear', 'aten.addmm', 'aten.mm'} & in_bf16
+        assert arch != 'b0' or 'aten.conv2d' in in_bf16  # v2's depth-wise conv of the MLP
+    assert rel_error(outs, reference) <= BF16_BOUND
 
 
 @pytest.mark.parametrize('arch', ['tiny', 'b0'])

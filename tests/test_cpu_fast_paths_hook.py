@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import copy
+import functools
+import logging
 from pathlib import Path
 
+import pytest
 import torch
-from helpers import toy_config
+from helpers import captured_log, toy_config
 from mmengine.runner import Runner
 
 from mmpvt.engine.hooks import CpuFastPathsHook, LabelValuesHook
 from mmpvt.engine.hooks.cpu_fast_paths import _plain_head
 from mmpvt.launch.main import build_runner
+from mmpvt.models.cpu_features import choose_cpu_dtype
 from mmpvt.models.cpu_inference import CpuAutocastEntry, CpuPrecisionEntry, PatchGemmConv2d
 
 CAST_CACHE = '_cast_weights'  # where cast_weight keeps its copies on a module
@@ -103,6 +107,22 @@ def test_the_hook_runs_validation_in_bf16_on_fresh_weight_copies(toy_coco: Path,
     hook = next(h for h in runner.hooks if isinstance(h, CpuFastPathsHook))
     hook.before_val_iter(runner, batch_idx=0)
     assert not any(CAST_CACHE in vars(m) for m in model.modules())
+
+
+def test_the_hook_warns_where_its_bf16_is_slower(
+    monkeypatch: pytest.MonkeyPatch, toy_coco: Path, tmp_path: Path
+) -> None:
+    """``dtype='bfloat16'`` in a config run on a CPU without AMX (simulated: AVX2 only): honoured, with a warning."""
+    no_amx = functools.partial(choose_cpu_dtype, flags={'avx2'}, measure=lambda: 0.02)
+    monkeypatch.setattr('mmpvt.engine.hooks.cpu_fast_paths.choose_cpu_dtype', no_amx)
+    cfg = toy_config('retinanet_pvt_t_fpn_toy_coco', toy_coco, tmp_path)
+    cfg.custom_hooks = [dict(type='CpuFastPathsHook', dtype='bfloat16')]
+    runner = build_runner(cfg)
+    with captured_log(logging.WARNING) as records:  # the Runner's logger is mmengine's current one now
+        runner.call_hook('before_run')
+    assert runner.model.backbone.cpu_dtype == torch.bfloat16
+    said = [r.getMessage() for r in records if 'CPU inference of the PVT backbone runs in bfloat16' in r.getMessage()]
+    assert len(said) == 1 and 'a bf16 GEMM measured 0.02× fp32, so expect it slower than fp32' in said[0]
 
 
 def test_with_bf16_the_neck_and_head_run_under_autocast_and_hand_on_fp32(toy_coco: Path, tmp_path: Path) -> None:

@@ -5,7 +5,9 @@ PVT is made of matrix products. On a CPU with Intel AMX (``/proc/cpuinfo`` flags
 a 2-core Xeon), so bf16 inference and training pay. A CPU with AVX512-BF16 but no AMX (AMD Zen 4)
 gains about 1.1× on the GEMM, which the casts around it eat: there bf16 would be slower than fp32.
 :func:`choose_cpu_dtype` therefore picks bf16 by default only on AMX, measures the GEMM rates once
-where the CPU has bf16 vector instructions without AMX, and says why it chose what it chose.
+where the CPU has bf16 vector instructions without AMX, and says why it chose what it chose. bf16
+asked for by name is honoured, but where it runs slower than fp32 the choice says so, to be logged as
+a warning (on a Zen 1 EPYC with AVX2 only, oneDNN emulates bf16: a 2048³ GEMM ran 0.2 GFLOP/s, fp32 69).
 
 The flags alone do not decide: ``ONEDNN_MAX_CPU_ISA`` (or the older ``DNNL_MAX_CPU_ISA``) below an
 AMX level keeps oneDNN, and so torch's bf16 products, off the matrix unit, and so does an OS that
@@ -54,10 +56,13 @@ class PrecisionChoice:
     Attributes:
         dtype: ``torch.float32`` or ``torch.bfloat16``.
         reason: one line for the log, naming the CPU feature (or the request) that decided.
+        slower: True where bf16 was asked for on a CPU where it runs slower than fp32 (no usable
+            AMX, and a bf16 GEMM measured below :data:`MIN_GEMM_SPEEDUP`): log it as a warning.
     """
 
     dtype: torch.dtype
     reason: str
+    slower: bool = False
 
     def __str__(self) -> str:
         return f'{str(self.dtype).removeprefix("torch.")} ({self.reason})'
@@ -136,6 +141,22 @@ def bf16_gemm_speedup(n: int = 512, repeats: int = 5) -> float:
     return statistics.median(times[torch.float32]) / statistics.median(times[torch.bfloat16])
 
 
+def requested_cpu_dtype(requested: str | torch.dtype) -> torch.dtype | None:
+    """The dtype ``requested`` names, None for ``'auto'``; raises ValueError for anything else.
+
+    Checks a name without looking at the CPU, so a config can be checked when it is built.
+    """
+    if isinstance(requested, str):
+        if requested == 'auto':
+            return None
+        if requested not in DTYPE_NAMES:
+            raise ValueError(f'unknown CPU dtype {requested!r}: choose auto, {", ".join(DTYPE_NAMES)}')
+        requested = DTYPE_NAMES[requested]
+    if requested not in (torch.float32, torch.bfloat16):
+        raise ValueError(f'the CPU paths run float32 or bfloat16, not {requested}')
+    return requested
+
+
 def choose_cpu_dtype(
     requested: str | torch.dtype = 'auto',
     *,
@@ -150,38 +171,44 @@ def choose_cpu_dtype(
             ``'bfloat16'``/``'bf16'``, ``torch.float32``, ``'float32'``/``'fp32'``), which is
             honoured as asked.
         flags: the CPU's feature flags; read from ``/proc/cpuinfo`` when None.
-        measure: returns the bf16/fp32 GEMM speed ratio; called only on a CPU with bf16
-            vector instructions but no AMX, or with AMX that ``blocked`` says oneDNN cannot use.
+        measure: returns the bf16/fp32 GEMM speed ratio; called only where the CPU has no AMX
+            that oneDNN can use (see ``blocked``) and either has bf16 vector instructions (for
+            ``'auto'``) or bf16 is requested (to say in the log what it costs).
         blocked: why AMX is out of oneDNN's reach here, or None (:func:`amx_blocked`); asked
             only where the flags have AMX.
 
     Returns:
         ``auto``: bf16 with usable AMX; else bf16 only if ``measure()`` is at least
         :data:`MIN_GEMM_SPEEDUP`, else fp32 (also on a CPU without any bf16 instruction).
+        A requested bf16 is honoured; without usable AMX its reason gives the measured GEMM
+        ratio, and below :data:`MIN_GEMM_SPEEDUP` the choice is marked ``slower`` (on a Zen 1
+        EPYC with AVX2 only, oneDNN emulates bf16: a 512³ GEMM ran 0.02× fp32's speed).
     """
-    if isinstance(requested, str) and requested != 'auto':
-        if requested not in DTYPE_NAMES:
-            raise ValueError(f'unknown CPU dtype {requested!r}: choose auto, {", ".join(DTYPE_NAMES)}')
-        requested = DTYPE_NAMES[requested]
-    if isinstance(requested, torch.dtype):
-        if requested not in (torch.float32, torch.bfloat16):
-            raise ValueError(f'the CPU paths run float32 or bfloat16, not {requested}')
-        return PrecisionChoice(requested, 'as requested')
+    dtype = requested_cpu_dtype(requested)
+    if dtype == torch.float32:
+        return PrecisionChoice(dtype, 'as requested')
     flags = set(cpu_flags() if flags is None else flags)
+    vector = sorted(BF16_VECTOR_FLAGS & flags)
     if flags >= AMX_FLAGS:
         why = blocked()
         if why is None:
-            return PrecisionChoice(torch.bfloat16, 'the CPU has AMX (amx_bf16, amx_tile): bf16 matrix products')
+            amx = 'the CPU has AMX (amx_bf16, amx_tile): bf16 matrix products'
+            return PrecisionChoice(torch.bfloat16, amx if dtype is None else f'as requested; {amx}')
         premise = f'the CPU has AMX but {why}'
-    else:
-        vector = sorted(BF16_VECTOR_FLAGS & flags)
-        if not vector:
-            return PrecisionChoice(torch.float32, 'the CPU has no bf16 matrix unit (no amx_bf16) nor bf16 instructions')
+    elif vector:
         premise = f'no AMX, {", ".join(vector)} only'
+    elif dtype is None:
+        return PrecisionChoice(torch.float32, 'the CPU has no bf16 matrix unit (no amx_bf16) nor bf16 instructions')
+    else:
+        premise = 'the CPU has no bf16 matrix unit (no amx_bf16) nor bf16 instructions, so oneDNN emulates bf16'
     speedup = measure()
-    verdict = 'at least' if speedup >= MIN_GEMM_SPEEDUP else 'below'
-    reason = (
-        f'{premise}: a bf16 GEMM measured {speedup:.2f}× fp32, '
-        f'{verdict} the {MIN_GEMM_SPEEDUP:g}× that bf16 needs to pay'
-    )
-    return PrecisionChoice(torch.bfloat16 if speedup >= MIN_GEMM_SPEEDUP else torch.float32, reason)
+    pays = speedup >= MIN_GEMM_SPEEDUP
+    measured = f'a bf16 GEMM measured {speedup:.2f}× fp32'
+    if dtype is not None:
+        if pays:
+            return PrecisionChoice(dtype, f'as requested; {premise}: {measured}')
+        reason = f'as requested, though {premise}: {measured}, so expect it slower than fp32 (auto would choose fp32)'
+        return PrecisionChoice(dtype, reason, slower=True)
+    verdict = 'at least' if pays else 'below'
+    reason = f'{premise}: {measured}, {verdict} the {MIN_GEMM_SPEEDUP:g}× that bf16 needs to pay'
+    return PrecisionChoice(torch.bfloat16 if pays else torch.float32, reason)

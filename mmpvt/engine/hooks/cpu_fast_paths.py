@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Any
 
 import torch
@@ -11,7 +12,7 @@ from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 from torch import nn
 
-from ...models.cpu_features import choose_cpu_dtype
+from ...models.cpu_features import choose_cpu_dtype, requested_cpu_dtype
 from ...models.cpu_inference import autocast_inference, optimize_for_cpu_inference, refresh_cast_weights
 
 
@@ -34,7 +35,7 @@ class CpuFastPathsHook(Hook):
     priority = 'VERY_HIGH'
 
     def __init__(self, dtype: str = 'float32') -> None:
-        choose_cpu_dtype(dtype, flags=())  # refuse an unknown name when the config is built
+        requested_cpu_dtype(dtype)  # refuse an unknown name when the config is built
         self.dtype = dtype
 
     def before_run(self, runner: Any) -> None:
@@ -45,7 +46,8 @@ class CpuFastPathsHook(Hook):
             heads = autocast_heads(runner.model, choice.dtype)
             if self.dtype != 'float32':
                 after = f'; {", ".join(heads)} under {str(choice.dtype)[6:]} autocast' if heads else ''
-                print_log(f'CPU inference of the PVT backbone runs in {choice}{after}', logger='current')
+                level = logging.WARNING if choice.slower else logging.INFO
+                print_log(f'CPU inference of the PVT backbone runs in {choice}{after}', logger='current', level=level)
 
     def before_val_iter(self, runner: Any, batch_idx: int, data_batch: Any = None) -> None:
         """Drop the bf16 weight copies before a validation: EMAHook swaps weights through ``.data``."""
