@@ -15,6 +15,7 @@ from mmengine.runner import Runner
 from mmpvt.engine.hooks import CpuFastPathsHook, LabelValuesHook
 from mmpvt.engine.hooks.cpu_fast_paths import _plain_head
 from mmpvt.launch.main import build_runner
+from mmpvt.models import cpu_inference
 from mmpvt.models.cpu_features import choose_cpu_dtype
 from mmpvt.models.cpu_inference import CpuAutocastEntry, CpuPrecisionEntry, PatchGemmConv2d
 
@@ -118,11 +119,12 @@ def test_the_hook_warns_where_its_bf16_is_slower(
     cfg = toy_config('retinanet_pvt_t_fpn_toy_coco', toy_coco, tmp_path)
     cfg.custom_hooks = [dict(type='CpuFastPathsHook', dtype='bfloat16')]
     runner = build_runner(cfg)
-    with captured_log(logging.WARNING) as records:  # the Runner's logger is mmengine's current one now
-        runner.call_hook('before_run')
+    with captured_log(logging.WARNING) as records, captured_log(logging.WARNING, cpu_inference.logger) as inner:
+        runner.call_hook('before_run')  # the Runner's logger is mmengine's current one now
     assert runner.model.backbone.cpu_dtype == torch.bfloat16
     said = [r.getMessage() for r in records if 'CPU inference of the PVT backbone runs in bfloat16' in r.getMessage()]
     assert len(said) == 1 and 'a bf16 GEMM measured 0.02× fp32, so expect it slower than fp32' in said[0]
+    assert inner == []  # said once, in the run's log: optimize_for_cpu_inference leaves a given choice to its caller
 
 
 def test_with_bf16_the_neck_and_head_run_under_autocast_and_hand_on_fp32(toy_coco: Path, tmp_path: Path) -> None:

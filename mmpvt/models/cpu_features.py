@@ -127,7 +127,8 @@ def bf16_gemm_speedup(n: int = 512, repeats: int = 5) -> float:
     """How many times faster an n×n×n bf16 ``torch.mm`` runs than an fp32 one here, measured once.
 
     The two alternate, so load from other processes slows both alike. At 512 it takes 0.02 s
-    where bf16 products are fast and 0.7 s where oneDNN emulates them (capped at AVX2); on the
+    where bf16 products are fast, 0.7 s where oneDNN emulates them (capped at AVX2) and 1.2 s on
+    the Zen 1 EPYC (AVX2 only; asked only for bf16 by name there, which then warns); on the
     2-core Xeon with AMX, 512 and 1024 measured 3.1× and 3.4×.
     """
     times: dict[torch.dtype, list[float]] = {torch.float32: [], torch.bfloat16: []}

@@ -28,9 +28,12 @@ PVT additionally runs its inference in bf16 (:class:`CpuPrecisionEntry`): every 
 :class:`CastConv2d`), while the residual stream, the norms and the maps stay fp32
 (:class:`CastBlock`); the first patch embedding computes in fp32 on the image. The
 parameters, the state dict and the fp32 path stay as they are; in training and under
-autograd the model runs as before (autocast, ``--amp``, is the training path).
+autograd the model runs as before (autocast, ``--amp``, is the training path). Where oneDNN
+has no bf16 kernels (a CPU with AVX2 only, :func:`onednn_kernels_take`) the bf16 products
+run unfused through ``F.linear``, ``F.conv2d`` and ``F.gelu`` instead of the one-call forms.
 
-This is the only file that calls torch's private ``mkldnn._linear_pointwise`` and ``mkldnn._convolution_pointwise``.
+This is the only file that calls torch's private ``mkldnn._linear_pointwise``, ``mkldnn._convolution_pointwise``
+and ``mkldnn._is_mkldnn_bf16_supported``.
 """
 
 from __future__ import annotations
@@ -59,12 +62,21 @@ _MKLDNN = (
 #: oneDNN's bf16 kernels need AVX512-BW or AVX-NE-CONVERT: on a CPU with AVX2 only (Zen 1 to 3, older Xeons)
 #: ``_linear_pointwise`` refuses bf16 ("could not create a primitive descriptor"). There the bf16 path runs
 #: torch's own bf16 ops instead (emulated and slow: see :func:`~mmpvt.models.cpu_features.choose_cpu_dtype`).
-_MKLDNN_BF16 = _MKLDNN and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+#: None until first asked (the answer may depend on oneDNN's instruction-set cap): asked when a bf16 kernel is due.
+_MKLDNN_BF16: bool | None = None
 
 
 def onednn_kernels_take(dtype: torch.dtype) -> bool:
     """True if this CPU's oneDNN runs the fused kernels in ``dtype``: fp32 always, bf16 where ``_MKLDNN_BF16``."""
-    return _MKLDNN and (dtype == torch.float32 or (dtype == torch.bfloat16 and _MKLDNN_BF16))
+    global _MKLDNN_BF16
+    if not _MKLDNN or dtype not in (torch.float32, torch.bfloat16):
+        return False
+    if dtype == torch.float32:
+        return True
+    if _MKLDNN_BF16 is None:
+        query = getattr(torch.ops.mkldnn, '_is_mkldnn_bf16_supported', None)
+        _MKLDNN_BF16 = bool(query()) if query is not None else False
+    return _MKLDNN_BF16
 
 
 def kernels_apply(x: torch.Tensor, module: nn.Module) -> bool:
@@ -198,7 +210,10 @@ def _nchw_weight_matrix(weight: torch.Tensor) -> torch.Tensor:
 
 
 def linear_gelu(x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
-    """``F.gelu(linear(x))`` in one oneDNN call (GELU as a post-op), in ``x``'s dtype; CPU inference only."""
+    """``F.gelu(linear(x))`` in one oneDNN call (GELU as a post-op), in ``x``'s dtype; CPU inference only.
+
+    Two ops where oneDNN has no kernel in ``x``'s dtype (bf16 on an AVX2-only CPU, see :func:`fused_linear`).
+    """
     return fused_linear(x, linear, 'gelu')
 
 
@@ -267,7 +282,8 @@ class DwConvGeluMlp(Mlp):
     :meth:`Mlp.forward` runs) whenever a forward hook watches either of them, besides the
     conditions of :func:`kernels_apply`. The conv runs on the channels-last map of the
     hidden tokens and returns that layout, so no copy is made on either side. In bf16 the
-    GELU acts on the conv's fp32 accumulator, one rounding fewer than the two ops.
+    GELU acts on the conv's fp32 accumulator, one rounding fewer than the two ops (where oneDNN
+    has bf16 kernels; else the two ops in bf16, :func:`onednn_kernels_take`).
     ``compute_dtype``: the kernel's dtype (None: the input's).
     """
 
@@ -376,7 +392,8 @@ class CastLinear(nn.Linear):
 
     The bf16 path's linears (:class:`CpuPrecisionEntry`): one oneDNN call on cached bf16
     copies of the fp32 weight and bias (:func:`cast_weight`), with the bias added in the
-    kernel rather than broadcast into the output first. Everywhere else the plain Linear.
+    kernel rather than broadcast into the output first (``F.linear`` where oneDNN has no
+    bf16 kernels, :func:`fused_linear`). Everywhere else the plain Linear.
     ``compute_dtype``: the product's dtype in inference (None: the input's).
     """
 
@@ -581,14 +598,15 @@ def optimize_for_cpu_inference(
         dtype: ``torch.float32`` (default: outputs as the plain model's), ``torch.bfloat16``
             (or ``'bfloat16'``), or ``'auto'``: bf16 where the CPU has a bf16 matrix unit,
             else fp32 (:func:`~mmpvt.models.cpu_features.choose_cpu_dtype`, which is logged),
-            or a choice that function made.
+            or a choice that function made. bf16 asked for by name where it is slower than
+            fp32 (no usable AMX) is honoured with a warning in the log.
 
     Returns:
         ``model`` itself.
     """
     choice = dtype if isinstance(dtype, PrecisionChoice) else choose_cpu_dtype(dtype)
-    if choice.slower:  # bf16 asked for where it is slower than fp32: say so, whoever asked
-        logger.warning('mmpvt CPU inference runs in %s', choice)
+    if choice.slower and not isinstance(dtype, PrecisionChoice):  # bf16 by name where it is slower than fp32
+        logger.warning('mmpvt CPU inference runs in %s', choice)  # (a caller passing its choice logs it)
     elif dtype == 'auto':
         logger.info('mmpvt CPU inference runs in %s', choice)
     cast = choice.dtype != torch.float32
