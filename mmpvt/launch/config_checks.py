@@ -18,7 +18,6 @@ import ast
 import difflib
 import importlib
 import inspect
-import logging
 import os.path as osp
 from collections.abc import Mapping
 from typing import Any
@@ -295,8 +294,7 @@ def amp_optim_wrapper(optim_wrapper: dict[str, Any], dtype: str | None = None) -
                 '(use --amp, or --amp-dtype bfloat16)'
             )
         choice = choose_cpu_dtype(dtype or 'auto')
-        level = logging.WARNING if choice.slower else logging.INFO
-        print_log(f'--amp on the CPU: training runs in {choice}', logger='current', level=level)
+        print_log(f'--amp on the CPU: training runs in {choice}', logger='current', level=choice.log_level)
         if choice.dtype == torch.float32:
             return  # no bf16 matrix unit: bf16 would be slower; --amp-dtype bfloat16 forces it
         optim_wrapper['type'] = 'CpuAmpOptimWrapper'

@@ -22,6 +22,7 @@ Torch only; this module never changes a model.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import statistics
 import time
@@ -66,6 +67,11 @@ class PrecisionChoice:
 
     def __str__(self) -> str:
         return f'{str(self.dtype).removeprefix("torch.")} ({self.reason})'
+
+    @property
+    def log_level(self) -> int:
+        """The level to log this choice at: WARNING where it is ``slower``, else INFO."""
+        return logging.WARNING if self.slower else logging.INFO
 
 
 def cpu_flags(path: str = '/proc/cpuinfo') -> frozenset[str]:
@@ -198,10 +204,11 @@ def choose_cpu_dtype(
         premise = f'the CPU has AMX but {why}'
     elif vector:
         premise = f'no AMX, {", ".join(vector)} only'
-    elif dtype is None:
-        return PrecisionChoice(torch.float32, 'the CPU has no bf16 matrix unit (no amx_bf16) nor bf16 instructions')
     else:
-        premise = 'the CPU has no bf16 matrix unit (no amx_bf16) nor bf16 instructions, so oneDNN emulates bf16'
+        premise = 'the CPU has no bf16 matrix unit (no amx_bf16) nor bf16 instructions'
+        if dtype is None:
+            return PrecisionChoice(torch.float32, premise)
+        premise += ', so oneDNN emulates bf16'
     speedup = measure()
     pays = speedup >= MIN_GEMM_SPEEDUP
     measured = f'a bf16 GEMM measured {speedup:.2f}× fp32'

@@ -299,9 +299,10 @@ class DwConvGeluMlp(Mlp):
             hidden = F.relu(hidden)
         conv = self.dwconv
         weight, bias = cast_weight(conv, 'weight', dtype), cast_weight(conv, 'bias', dtype)
+        hidden = tokens_to_map(hidden, hw_shape)
         if onednn_kernels_take(dtype):
             hidden = torch.ops.mkldnn._convolution_pointwise(
-                tokens_to_map(hidden, hw_shape),
+                hidden,
                 weight,
                 bias,
                 conv.padding,
@@ -313,11 +314,7 @@ class DwConvGeluMlp(Mlp):
                 'none',
             )
         else:  # bf16 on an AVX2-only CPU: unfused, GELU on bf16
-            hidden = F.gelu(
-                F.conv2d(
-                    tokens_to_map(hidden, hw_shape), weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups
-                )
-            )
+            hidden = F.gelu(F.conv2d(hidden, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups))
         return self.drop(self.fc2(self.drop(hidden.flatten(2).transpose(1, 2))))
 
 
@@ -605,10 +602,8 @@ def optimize_for_cpu_inference(
         ``model`` itself.
     """
     choice = dtype if isinstance(dtype, PrecisionChoice) else choose_cpu_dtype(dtype)
-    if choice.slower and not isinstance(dtype, PrecisionChoice):  # bf16 by name where it is slower than fp32
-        logger.warning('mmpvt CPU inference runs in %s', choice)  # (a caller passing its choice logs it)
-    elif dtype == 'auto':
-        logger.info('mmpvt CPU inference runs in %s', choice)
+    if dtype == 'auto' or (choice.slower and not isinstance(dtype, PrecisionChoice)):  # a caller's choice: its log
+        logger.log(choice.log_level, 'mmpvt CPU inference runs in %s', choice)
     cast = choice.dtype != torch.float32
     entries = []
     for module in list(model.modules()):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import logging
 from typing import Any
 
 import torch
@@ -46,8 +45,8 @@ class CpuFastPathsHook(Hook):
             heads = autocast_heads(runner.model, choice.dtype)
             if self.dtype != 'float32':
                 after = f'; {", ".join(heads)} under {str(choice.dtype)[6:]} autocast' if heads else ''
-                level = logging.WARNING if choice.slower else logging.INFO
-                print_log(f'CPU inference of the PVT backbone runs in {choice}{after}', logger='current', level=level)
+                msg = f'CPU inference of the PVT backbone runs in {choice}{after}'
+                print_log(msg, logger='current', level=choice.log_level)
 
     def before_val_iter(self, runner: Any, batch_idx: int, data_batch: Any = None) -> None:
         """Drop the bf16 weight copies before a validation: EMAHook swaps weights through ``.data``."""
