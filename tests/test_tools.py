@@ -296,6 +296,7 @@ def test_dist_test_runs_two_cpu_processes(small_detector: tuple[Path, Path], tmp
     assert argv[2:7] == [*nodes, '--nproc_per_node=2']
     assert 'distributed run: backend gloo, rank 0 of 2' in output
     assert 'coco/bbox_mAP' in output
+    assert 'RankZeroLoggerHook' in output  # one rank writes the metrics' JSON (tests/test_dist_test_log.py)
     # both ranks' predictions were gathered: each of the 4 validation images once
     samples = pickle.loads(predictions.read_bytes())
     assert len({s['img_path'] for s in samples}) == len(samples) == 4

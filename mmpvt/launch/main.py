@@ -5,8 +5,8 @@ mmdet's (:mod:`.args`). Before a Runner is built the config is checked (:mod:`.c
 :mod:`.data_checks`) so that the common mistakes fail with a message that says what to do; the
 checks that need the Runner's datasets and model run before ``runner.train()``/``runner.test()``.
 The Runner gets the atomic checkpoint backend, the label-value check, the CPU fast paths, the stop on a signal,
-the non-finite guard and, in distributed runs, the rank-mean loss log; reproducible resumes are the config's
-choice (``ResumableRandomnessHook``).
+the non-finite guard and, in distributed runs, the rank-mean loss log and rank 0's test-metrics JSON;
+reproducible resumes are the config's choice (``ResumableRandomnessHook``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mmengine.config import Config, ConfigDict
-from mmengine.hooks import Hook
+from mmengine.hooks import Hook, LoggerHook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
@@ -28,7 +28,14 @@ from mmengine.runner import Runner, load_checkpoint
 
 from ..checkpoint import allow_mmengine_checkpoints, missing_checkpoint
 from ..datasets.wrappers import leaf_datasets
-from ..engine.hooks import CpuFastPathsHook, LabelValuesHook, NonFiniteGuardHook, RankMeanLossHook, StopOnSignalHook
+from ..engine.hooks import (
+    CpuFastPathsHook,
+    LabelValuesHook,
+    NonFiniteGuardHook,
+    RankMeanLossHook,
+    RankZeroLoggerHook,
+    StopOnSignalHook,
+)
 from . import ConfigError
 from .args import test_parser, train_parser
 from .checkpoints import check_checkpoint_fits, check_load_from, checkpoint_shapes, local_load_from
@@ -65,6 +72,7 @@ def build_runner(cfg: Config) -> Runner:
         cfg.visualizer.pop('name', None)
     if cfg.launcher != 'none':
         _add_once(cfg, RankMeanLossHook)
+        rank_zero_test_json(cfg)
     _add_once(cfg, LabelValuesHook)  # label-map values, checked batch by batch
     _add_once(cfg, CpuFastPathsHook)  # the patch-conv GEMM in training, all shortcuts in testing
     _add_once(cfg, StopOnSignalHook)  # SIGTERM/SIGINT/SIGUSR1: checkpoint, then exit 75
@@ -91,6 +99,19 @@ def _add_once(cfg: Config, hook: type[Hook]) -> None:
         if issubclass(kind, hook):
             return
     cfg.custom_hooks = [*hooks, dict(type=hook.__name__)]
+
+
+def rank_zero_test_json(cfg: Config) -> None:
+    """Swap the config's stock ``LoggerHook`` for ``RankZeroLoggerHook``: one rank writes the test metrics' JSON.
+
+    A config's own logger hook (a subclass, another hook) is left as it is.
+    """
+    logger = (cfg.get('default_hooks') or {}).get('logger')
+    if not isinstance(logger, dict):
+        return
+    kind = HOOKS.get(logger.get('type')) if isinstance(logger.get('type'), str) else logger.get('type')
+    if kind is LoggerHook:
+        logger['type'] = RankZeroLoggerHook.__name__
 
 
 def use_atomic_checkpoints(cfg: Config) -> None:

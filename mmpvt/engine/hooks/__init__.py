@@ -2,6 +2,7 @@
 
 from .cpu_fast_paths import CpuFastPathsHook
 from .early_checks import EarlyChecksHook, LabelValuesHook
+from .logger import RankZeroLoggerHook
 from .non_finite import NonFiniteError, NonFiniteGuardHook
 from .preemption import STOPPED_BY_SIGNAL, StopOnSignalHook
 from .rank_mean_loss import RankMeanLossHook
@@ -15,6 +16,7 @@ __all__ = [
     'NonFiniteError',
     'NonFiniteGuardHook',
     'RankMeanLossHook',
+    'RankZeroLoggerHook',
     'ResumableRandomnessHook',
     'StopOnSignalHook',
 ]
