@@ -93,12 +93,18 @@ def _add_once(cfg: Config, hook: type[Hook]) -> None:
     Through the config, not ``register_hook`` after the build: the Runner's table of hooks then lists it.
     """
     hooks = list(cfg.get('custom_hooks') or [])
-    for named in hooks:
-        kind = HOOKS.get(named['type']) if isinstance(named, dict) and isinstance(named.get('type'), str) else named
-        kind = kind if isinstance(kind, type) else type(kind)
-        if issubclass(kind, hook):
-            return
+    if any(issubclass(_hook_class(named), hook) for named in hooks):
+        return
     cfg.custom_hooks = [*hooks, dict(type=hook.__name__)]
+
+
+def _hook_class(named: Any) -> type:
+    """The class a config's hook entry builds: ``dict(type='Name')`` by the registry, ``dict(type=Class)``, an
+    instance's class (``object`` for a name the registry does not know)."""
+    if isinstance(named, dict):
+        kind = HOOKS.get(named.get('type')) if isinstance(named.get('type'), str) else named.get('type')
+        return kind if isinstance(kind, type) else object
+    return type(named)
 
 
 def rank_zero_test_json(cfg: Config) -> None:
@@ -107,10 +113,7 @@ def rank_zero_test_json(cfg: Config) -> None:
     A config's own logger hook (a subclass, another hook) is left as it is.
     """
     logger = (cfg.get('default_hooks') or {}).get('logger')
-    if not isinstance(logger, dict):
-        return
-    kind = HOOKS.get(logger.get('type')) if isinstance(logger.get('type'), str) else logger.get('type')
-    if kind is LoggerHook:
+    if isinstance(logger, dict) and _hook_class(logger) is LoggerHook:
         logger['type'] = RankZeroLoggerHook.__name__
 
 

@@ -6,7 +6,7 @@ timings, so they differ in length, and two ranks truncating and writing the same
 line followed by the tail of a longer one: a JSON file that does not parse (seen in a 2-process ``dist_test.sh``).
 Training logs are not affected: the visualizer that writes them is rank 0's only (``master_only``).
 
-Our ``tools/test.py`` puts this hook in place of the stock ``LoggerHook`` in distributed runs
+Our tools put this hook in place of the stock ``LoggerHook`` in distributed runs
 (:func:`mmpvt.launch.main.build_runner`); under mmdet's and mmseg's own tools a config names it:
 ``default_hooks = dict(logger=dict(type='RankZeroLoggerHook', interval=50))``.
 """
